@@ -1,0 +1,150 @@
+"""The training loop: act -> step -> store -> learn -> sync -> log, for P members in lockstep."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlzoo.seeding import EVAL_ENV_OFFSET, EVAL_EXPLORATION, EXPLORATION, member_rngs
+
+
+def epsilon_greedy(greedy_actions: np.ndarray, epsilon: float, rngs, num_actions: int) -> np.ndarray:
+    """With probability ``epsilon`` (drawn per member from its own generator) replace the greedy
+    action by a uniformly random one."""
+    actions = greedy_actions.copy()
+    for i, rng in enumerate(rngs):
+        if rng.random() < epsilon:
+            actions[i] = rng.integers(num_actions)
+    return actions
+
+
+def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
+    """Monte-Carlo return from every step of an episode: ``G_t = r_t + gamma * G_{t+1}``."""
+    out, g = np.empty(len(rewards)), 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        g = rewards[t] + gamma * g
+        out[t] = g
+    return out
+
+
+def true_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """With same-step autoreset, finished members already show their next episode's first
+    observation; put their real last observation back for the replay memory."""
+    if not done.any():
+        return next_obs
+    real = next_obs.copy()
+    for i in np.flatnonzero(done):
+        real[i] = info["final_obs"][i]
+    return real
+
+
+@dataclass
+class LoopState:
+    """Everything the loop carries from one step to the next (a checkpoint saves it)."""
+
+    population: int
+    step: int = 0
+    obs: np.ndarray | None = None
+    episodes: np.ndarray = None  # finished training episodes per member
+    eval_episodes: np.ndarray = None
+    ep_return: np.ndarray = None  # raw game score of the running episode
+    ep_length: np.ndarray = None
+    ep_max_q: list = None  # per member: max_a Q(s_t, a) at every step of the running episode
+    ep_rewards: list = None  # per member: learning rewards of the running episode
+    recent: list = field(default_factory=list)  # last finished return per member
+
+    def __post_init__(self):
+        P = self.population
+        for name, dtype in (("episodes", np.int64), ("eval_episodes", np.int64), ("ep_return", np.float64),
+                            ("ep_length", np.int64)):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(P, dtype=dtype))
+        self.ep_max_q = self.ep_max_q or [[] for _ in range(P)]
+        self.ep_rewards = self.ep_rewards or [[] for _ in range(P)]
+        self.recent = self.recent or [None] * P
+
+
+def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int, seeds=None):
+    """Play ``episodes`` full episodes per member; returns per member a list of (return, length)."""
+    obs, _ = envs.reset(seed=seeds)
+    P = len(rngs)
+    results = [[] for _ in range(P)]
+    ret, length = np.zeros(P), np.zeros(P, dtype=np.int64)
+    while min(len(r) for r in results) < episodes:
+        actions = epsilon_greedy(agent.greedy(obs)[0], epsilon, rngs, num_actions)
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        ret += reward
+        length += 1
+        for i in np.flatnonzero(terminated | truncated):
+            if len(results[i]) < episodes:
+                results[i].append((float(ret[i]), int(length[i])))
+            ret[i], length[i] = 0.0, 0
+    return results
+
+
+def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actions: int, total_steps: int,
+        learning_starts: int, train_freq: int, epsilon, gamma: float, eval_every: int, eval_episodes: int,
+        eval_epsilon: float, log_every: int, clip_rewards: bool = False, progress=None,
+        state: LoopState | None = None) -> LoopState:
+    """Train for ``total_steps`` environment steps per member."""
+    P = len(seeds)
+    explore_rngs, eval_rngs = member_rngs(seeds, EXPLORATION), member_rngs(seeds, EVAL_EXPLORATION)
+    s = state or LoopState(P)
+    if s.obs is None:
+        s.obs, _ = envs.reset(seed=list(seeds))
+    eval_seeds = [x + EVAL_ENV_OFFSET for x in seeds]
+    metrics, start = None, time.perf_counter()
+    window_t, window_step = start, s.step
+    while s.step < total_steps:
+        s.step += 1
+        eps = epsilon(s.step)
+        greedy_actions, max_q = agent.greedy(s.obs)
+        actions = epsilon_greedy(greedy_actions, eps, explore_rngs, num_actions)
+        next_obs, reward, terminated, truncated, info = envs.step(actions)
+        done = terminated | truncated
+        learn_reward = np.sign(reward) if clip_rewards else reward
+        replay.add(s.obs, actions, learn_reward, true_next_obs(next_obs, done, info), terminated, truncated)
+        s.ep_return += reward
+        s.ep_length += 1
+        for i in range(P):
+            s.ep_max_q[i].append(float(max_q[i]))
+            s.ep_rewards[i].append(float(learn_reward[i]))
+        for i in np.flatnonzero(done):
+            s.episodes[i] += 1
+            logger.episode(i, phase="train", step=s.step, episode=int(s.episodes[i]), **{"return": float(s.ep_return[i])},
+                           length=int(s.ep_length[i]), q_estimate=float(np.mean(s.ep_max_q[i])),
+                           mc_return=float(np.mean(discounted_returns(s.ep_rewards[i], gamma))),
+                           time=time.perf_counter() - start)
+            s.recent[i] = float(s.ep_return[i])
+            s.ep_return[i], s.ep_length[i], s.ep_max_q[i], s.ep_rewards[i] = 0.0, 0, [], []
+        s.obs = next_obs
+
+        if s.step >= learning_starts and s.step % train_freq == 0:
+            metrics = agent.update(replay.sample())
+            if agent.target is not None:
+                target_sync(agent.online, agent.target, agent.updates)
+
+        if eval_every and s.step % eval_every == 0:
+            results = evaluate(agent, eval_envs, eval_episodes, eval_epsilon, eval_rngs, num_actions,
+                               seeds=eval_seeds if s.eval_episodes.sum() == 0 else None)
+            for i, member_results in enumerate(results):
+                for ret, length in member_results:
+                    s.eval_episodes[i] += 1
+                    logger.episode(i, phase="eval", step=s.step, episode=int(s.eval_episodes[i]),
+                                   **{"return": ret}, length=length, time=time.perf_counter() - start)
+
+        if s.step % log_every == 0 or s.step == total_steps:
+            now = time.perf_counter()
+            sps = (s.step - window_step) / max(now - window_t, 1e-9)
+            window_t, window_step = now, s.step
+            m = {k: v.cpu().numpy() for k, v in metrics.items()} if metrics else {}
+            for i in range(P):
+                logger.metric(i, step=s.step, updates=agent.updates, epsilon=eps, sps=sps,
+                              time=now - start, **{k: float(v[i]) for k, v in m.items()})
+            if progress is not None:
+                progress.update(s.step, sps, s.recent, force=s.step == total_steps)
+        elif progress is not None and s.step % 100 == 0:
+            progress.update(s.step, (s.step - window_step) / max(time.perf_counter() - window_t, 1e-9), s.recent)
+    return s

@@ -1,0 +1,148 @@
+"""Population-aware Q-networks.
+
+A network here holds the parameters of ``P`` independent members stacked on a leading axis and maps
+observations ``[P, B, *obs_shape]`` to Q-values ``[P, B, A]``. Member ``i`` draws its initial weights
+from its own generator (seeded with ``seed + i``), so it starts exactly where a solo run with that
+seed starts. ``P = 1`` is the plain case, not a separate code path.
+
+A Q-network is ``encoder -> torso -> head``:
+- the encoder turns raw observations into floats (one-hot for discrete states, /255 for uint8 pixels);
+- the torso (``MLP``; the CNNs for pixels) is chosen with the ``network`` config group;
+- the head (``QHead`` or ``DuelingHead``) is chosen by the agent.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def member_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per member, for parameter initialisation."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+class PopLinear(nn.Module):
+    """``P`` independent linear layers applied with one batched matmul.
+
+    Initialised like ``torch.nn.Linear`` (uniform in ``+-1/sqrt(in_features)``), member by member.
+    """
+
+    def __init__(self, in_features: int, out_features: int, generators: Sequence[torch.Generator]):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.in_features, self.out_features = in_features, out_features
+        # Draw weight then bias for each member from that member's generator.
+        weights, biases = [], []
+        for g in generators:
+            weights.append((torch.rand(out_features, in_features, generator=g) * 2 - 1) * bound)
+            biases.append((torch.rand(out_features, generator=g) * 2 - 1) * bound)
+        self.weight = nn.Parameter(torch.stack(weights).transpose(1, 2).contiguous())  # [P, in, out]
+        self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))  # [P, 1, out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [P, B, in] -> [P, B, out]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class ObservationEncoder(nn.Module):
+    """Raw observations ``[P, B, *obs_shape]`` to float features.
+
+    ``num_states`` set: integer states become one-hot vectors. ``scale`` set (uint8 pixels): divide by it.
+    Otherwise the observation is cast to float32. Image shapes are kept; vectors are flattened.
+    """
+
+    def __init__(self, obs_shape: Sequence[int], num_states: int | None = None, scale: float | None = None,
+                 flatten: bool = True):
+        super().__init__()
+        self.num_states, self.scale, self.flatten = num_states, scale, flatten
+        if num_states is not None:
+            self.out_shape: tuple[int, ...] = (num_states,)
+        elif flatten:
+            self.out_shape = (int(math.prod(obs_shape)),)
+        else:
+            self.out_shape = tuple(obs_shape)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.num_states is not None:
+            return F.one_hot(obs.long(), self.num_states).float()
+        x = obs.float()
+        if self.scale is not None:
+            x = x / self.scale
+        if self.flatten:
+            x = x.flatten(start_dim=2)
+        return x
+
+
+class MLP(nn.Module):
+    """Fully connected torso: ``in -> hidden[0] -> ... -> hidden[-1]`` with ReLU after every layer."""
+
+    def __init__(self, in_shape: Sequence[int], generators: Sequence[torch.Generator],
+                 hidden_sizes: Sequence[int] = (128, 128)):
+        super().__init__()
+        if len(in_shape) != 1:
+            raise ValueError(f"the MLP torso takes flat observations, got shape {tuple(in_shape)}: "
+                             "use a CNN torso (network=nature_cnn or network=minatar_cnn) for images")
+        sizes = [int(in_shape[0]), *[int(h) for h in hidden_sizes]]
+        self.layers = nn.ModuleList(PopLinear(i, o, generators) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.out_features = sizes[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return x
+
+
+class QHead(nn.Module):
+    """Plain linear Q head: ``Q(s, .) = W phi(s) + b``."""
+
+    def __init__(self, in_features: int, num_actions: int, generators: Sequence[torch.Generator]):
+        super().__init__()
+        self.q = PopLinear(in_features, num_actions, generators)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.q(features)
+
+
+class DuelingHead(nn.Module):
+    """Wang et al. 2016: separate value and advantage streams,
+    ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')``.
+
+    ``hidden`` > 0 gives each stream its own hidden layer of that width (the paper used 512 on Atari).
+    """
+
+    def __init__(self, in_features: int, num_actions: int, generators: Sequence[torch.Generator],
+                 hidden: int = 0):
+        super().__init__()
+        self.hidden = int(hidden)
+        width = self.hidden or in_features
+        if self.hidden:
+            self.value_hidden = PopLinear(in_features, width, generators)
+            self.adv_hidden = PopLinear(in_features, width, generators)
+        self.value = PopLinear(width, 1, generators)
+        self.advantage = PopLinear(width, num_actions, generators)
+
+    def streams(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(V [P, B, 1], A [P, B, num_actions])``."""
+        v_in = a_in = features
+        if self.hidden:
+            v_in, a_in = F.relu(self.value_hidden(features)), F.relu(self.adv_hidden(features))
+        return self.value(v_in), self.advantage(a_in)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        v, a = self.streams(features)
+        return v + a - a.mean(dim=-1, keepdim=True)
+
+
+class QNetwork(nn.Module):
+    """``encoder -> torso -> head``; maps ``[P, B, *obs_shape]`` to ``[P, B, A]``."""
+
+    def __init__(self, encoder: nn.Module, torso: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.torso, self.head = encoder, torso, head
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(self.encoder(obs)))

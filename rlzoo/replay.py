@@ -1,0 +1,104 @@
+"""Uniform experience replay with a population axis.
+
+Each of the ``P`` members has its own circular storage and its own sampling generator, so member ``i``
+replays exactly what a solo run with seed ``seed + i`` would replay. Storage lives on the training
+device: a sampled batch needs no host-to-device copy beyond the sampled indices.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from rlzoo.seeding import REPLAY, member_rngs
+
+class Batch(NamedTuple):
+    """A sampled minibatch; every field has shape ``[P, B, ...]``."""
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
+                 np.dtype(np.float64): torch.float32, np.dtype(np.int64): torch.int64,
+                 np.dtype(np.int32): torch.int64}
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """The storage dtype for an observation dtype (float64 is stored as float32, ints as int64)."""
+    return _TORCH_DTYPES.get(np.dtype(dtype), torch.float32)
+
+
+class UniformReplay:
+    """Circular buffer of ``capacity`` transitions per member; ``sample()`` draws ``batch_size``
+    stored transitions per member uniformly with replacement.
+
+    ``next_obs`` is the true next observation, also when the episode ended there (the environment's
+    final observation, not the first observation of the next episode).
+    """
+
+    def __init__(self, capacity: int, batch_size: int, obs_shape: Sequence[int], obs_dtype,
+                 seeds: Sequence[int], device: str | torch.device = "cpu"):
+        if capacity < 1:
+            raise ValueError(f"replay.capacity must be >= 1, got {capacity}")
+        if not 1 <= batch_size:
+            raise ValueError(f"replay.batch_size must be >= 1, got {batch_size}")
+        self.capacity, self.batch_size = int(capacity), int(batch_size)
+        self.population = len(seeds)
+        self.device = torch.device(device)
+        P, C = self.population, self.capacity
+        dtype = torch_dtype(obs_dtype)
+        self.obs = torch.zeros((P, C, *obs_shape), dtype=dtype, device=self.device)
+        self.next_obs = torch.zeros_like(self.obs)
+        self.action = torch.zeros((P, C), dtype=torch.int64, device=self.device)
+        self.reward = torch.zeros((P, C), dtype=torch.float32, device=self.device)
+        self.terminated = torch.zeros((P, C), dtype=torch.float32, device=self.device)
+        self.rngs = member_rngs(seeds, REPLAY)
+        self._rows = torch.arange(P, device=self.device).unsqueeze(1)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _put(self, store: torch.Tensor, value) -> None:
+        store[:, self.pos] = torch.as_tensor(np.asarray(value), device=self.device).to(store.dtype)
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
+        """Store one transition per member (arrays with the member axis first)."""
+        self._put(self.obs, obs)
+        self._put(self.next_obs, next_obs)
+        self._put(self.action, action)
+        self._put(self.reward, reward)
+        self._put(self.terminated, terminated)
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample_indices(self) -> np.ndarray:
+        """``[P, batch_size]`` slot indices, uniform over the written slots, one generator per member."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay memory")
+        return np.stack([rng.integers(0, self.size, self.batch_size) for rng in self.rngs])
+
+    def sample(self) -> Batch:
+        idx = torch.from_numpy(self.sample_indices()).to(self.device)
+        rows = self._rows
+        return Batch(self.obs[rows, idx], self.action[rows, idx], self.reward[rows, idx],
+                     self.next_obs[rows, idx], self.terminated[rows, idx])
+
+    def state_dict(self) -> dict:
+        return {"obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
+                "terminated": self.terminated, "pos": self.pos, "size": self.size,
+                "rngs": [rng.bit_generator.state for rng in self.rngs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("obs", "next_obs", "action", "reward", "terminated"):
+            getattr(self, key).copy_(state[key])
+        self.pos, self.size = int(state["pos"]), int(state["size"])
+        for rng, s in zip(self.rngs, state["rngs"]):
+            rng.bit_generator.state = s

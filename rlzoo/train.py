@@ -1,0 +1,171 @@
+"""Entry point: the only module that reads the config tree. Builds the parts and calls ``loop.run``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rlzoo import loop
+from rlzoo.agents.tabular import Discretizer
+from rlzoo.envs import num_states_for_table
+from rlzoo.errors import ConfigError
+from rlzoo.networks import ObservationEncoder, QNetwork, member_generators
+from rlzoo.progress import Progress
+from rlzoo.results import RunLogger
+from rlzoo.schedules import LinearSchedule
+from rlzoo.seeding import member_seeds
+
+log = logging.getLogger("rlzoo")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _num(cfg: DictConfig, key: str, *, integer: bool = False, low=None, high=None, low_open: bool = False):
+    """Read a numeric top-level key and check its range, with an error that names the key."""
+    value = OmegaConf.select(cfg, key)
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise ConfigError(f"{key} must be {kind}, got {value!r}")
+    value = int(value) if integer else float(value)
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be <= {high}, got {value}")
+    return value
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail before training, with one sentence, on values that cannot work."""
+    _num(cfg, "seed", integer=True, low=0)
+    _num(cfg, "n_seeds", integer=True, low=1)
+    total = _num(cfg, "total_steps", integer=True, low=1)
+    starts = _num(cfg, "learning_starts", integer=True, low=1)
+    if starts > total:
+        raise ConfigError(f"learning_starts={starts} is larger than total_steps={total}: the agent would never "
+                          "learn. Lower learning_starts or raise total_steps")
+    _num(cfg, "train_freq", integer=True, low=1)
+    _num(cfg, "lr", low=0, low_open=True)
+    _num(cfg, "gamma", low=0, high=1)
+    for key in ("eps_start", "eps_end", "eps_decay_fraction", "eval_epsilon"):
+        _num(cfg, key, low=0, high=1)
+    _num(cfg, "eval_every", integer=True, low=0)
+    _num(cfg, "eval_episodes", integer=True, low=1)
+    _num(cfg, "log_every", integer=True, low=1)
+    batch = _num(cfg, "replay.batch_size", integer=True, low=1)
+    capacity = _num(cfg, "replay.capacity", integer=True, low=1)
+    if batch > capacity:
+        raise ConfigError(f"replay.batch_size={batch} is larger than replay.capacity={capacity}: "
+                          "raise replay.capacity or lower batch_size")
+    if cfg.get("max_grad_norm") is not None:
+        _num(cfg, "max_grad_norm", low=0)
+    if cfg.get("loss") not in ("huber", "mse"):
+        raise ConfigError(f"loss must be 'huber' or 'mse', got {cfg.get('loss')!r}")
+    resolve_device(cfg.device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for but PyTorch sees no CUDA GPU: use device=auto or device=cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}")
+    return device
+
+
+def build_agent(cfg: DictConfig, spec, seeds, device):
+    """The agent for this environment: a Q-table (no ``head`` in its config) or a deep Q-network."""
+    agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
+    head_cfg = agent_cfg.pop("head", None)
+    if head_cfg is None:  # tabular
+        disc_cfg = agent_cfg.pop("discretizer", None) or {}
+        discretizer = None
+        num_states = num_states_for_table(spec, disc_cfg.get("bins", 1))
+        if spec.num_states is None:
+            low = disc_cfg.get("low") or spec.obs_low
+            high = disc_cfg.get("high") or spec.obs_high
+            try:
+                discretizer = Discretizer(disc_cfg.get("bins", 1), low, high)
+            except ValueError as e:
+                raise ConfigError(f"{e}; {spec.name}'s observation space gives low={list(spec.obs_low)} "
+                                  f"high={list(spec.obs_high)}") from None
+        return instantiate(agent_cfg, num_states=num_states, num_actions=spec.num_actions, seeds=seeds,
+                           discretizer=discretizer)
+    gens = member_generators(seeds)
+    encoder = ObservationEncoder(spec.obs_shape, num_states=spec.num_states,
+                                 scale=255.0 if spec.obs_dtype == np.uint8 else None, flatten=not spec.pixels)
+    try:
+        torso = instantiate(cfg.network, in_shape=encoder.out_shape, generators=gens)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    head = instantiate(head_cfg, in_features=torso.out_features, num_actions=spec.num_actions, generators=gens)
+    q_net = QNetwork(encoder, torso, head).to(device)
+    optimizer = instantiate(cfg.optimizer, params=q_net.parameters())
+    return instantiate(agent_cfg, q_net=q_net, optimizer=optimizer)
+
+
+def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
+    """Validate, then make every part of a run. Returns a dict of the parts."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    seeds = member_seeds(cfg.seed, cfg.n_seeds)
+    torch.manual_seed(cfg.seed)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    clip_rewards = bool(env_cfg.pop("clip_rewards", False))  # a loop setting, not a factory argument
+    envs, spec = instantiate(env_cfg, num_envs=cfg.n_seeds)
+    eval_envs, _ = instantiate(env_cfg, num_envs=cfg.n_seeds)
+    agent = build_agent(cfg, spec, seeds, device)
+    replay = instantiate(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
+    target_sync = instantiate(cfg.target_sync)
+    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
+    schedule = LinearSchedule(cfg.eps_start, cfg.eps_end, int(cfg.eps_decay_fraction * cfg.total_steps))
+    return dict(envs=envs, eval_envs=eval_envs, spec=spec, agent=agent, replay=replay, target_sync=target_sync,
+                logger=logger, schedule=schedule, seeds=seeds, device=device, clip_rewards=clip_rewards)
+
+
+def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None):
+    """Build and run one (population) training run, writing CSVs into ``out_dir``."""
+    parts = build(cfg, out_dir, agent_name)
+    show = cfg.get("progress", True) if progress is None else progress
+    log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
+             parts["spec"].name, len(parts["seeds"]), parts["seeds"], cfg.total_steps, parts["device"], out_dir)
+    try:
+        state = loop.run(parts["envs"], parts["eval_envs"], parts["agent"], parts["replay"], parts["target_sync"],
+                         parts["logger"], seeds=parts["seeds"], num_actions=parts["spec"].num_actions,
+                         total_steps=cfg.total_steps, learning_starts=cfg.learning_starts, train_freq=cfg.train_freq,
+                         epsilon=parts["schedule"], gamma=cfg.gamma, eval_every=cfg.eval_every,
+                         eval_episodes=cfg.eval_episodes, eval_epsilon=cfg.eval_epsilon, log_every=cfg.log_every,
+                         clip_rewards=parts["clip_rewards"],
+                         progress=Progress(cfg.total_steps, enabled=show))
+    finally:
+        parts["logger"].close()
+        parts["envs"].close()
+        parts["eval_envs"].close()
+    parts["state"] = state
+    return parts
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    try:
+        train(cfg, out_dir=hc.runtime.output_dir, agent_name=hc.runtime.choices.get("agent", "agent"))
+    except ConfigError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"rlzoo: error: {e}", file=sys.stderr)
+        sys.exit(2)
