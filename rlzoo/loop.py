@@ -10,14 +10,29 @@ import numpy as np
 from rlzoo.seeding import EVAL_ENV_OFFSET, EVAL_EXPLORATION, EXPLORATION, member_rngs
 
 
-def epsilon_greedy(greedy_actions: np.ndarray, epsilon: float, rngs, num_actions: int) -> np.ndarray:
-    """With probability ``epsilon`` (drawn per member from its own generator) replace the greedy
-    action by a uniformly random one."""
-    actions = greedy_actions.copy()
+def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: int, need_q: bool = False):
+    """Each member explores with probability ``epsilon`` (a uniformly random action), else acts greedily,
+    breaking ties between equal Q-values uniformly at random; every draw comes from the member's own
+    generator. The Q-network is evaluated only if some member acts greedily or ``need_q`` is set.
+
+    Returns ``(actions [P], max_q [P] or None)``.
+    """
+    P = len(rngs)
+    actions = np.zeros(P, dtype=np.int64)
+    explore = np.zeros(P, dtype=bool)
     for i, rng in enumerate(rngs):
         if rng.random() < epsilon:
-            actions[i] = rng.integers(num_actions)
-    return actions
+            explore[i], actions[i] = True, rng.integers(num_actions)
+    if explore.all() and not need_q:
+        return actions, None
+    q = agent.q_values(obs)  # [P, A]
+    max_q = q.max(axis=1)
+    greedy = q.argmax(axis=1)
+    tied = (q == max_q[:, None]).sum(axis=1) > 1
+    for i in np.flatnonzero(tied & ~explore):
+        greedy[i] = rngs[i].choice(np.flatnonzero(q[i] == max_q[i]))
+    actions[~explore] = greedy[~explore]
+    return actions, max_q
 
 
 def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
@@ -73,7 +88,7 @@ def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int,
     results = [[] for _ in range(P)]
     ret, length = np.zeros(P), np.zeros(P, dtype=np.int64)
     while min(len(r) for r in results) < episodes:
-        actions = epsilon_greedy(agent.greedy(obs)[0], epsilon, rngs, num_actions)
+        actions, _ = epsilon_greedy(agent, obs, epsilon, rngs, num_actions)
         obs, reward, terminated, truncated, _ = envs.step(actions)
         ret += reward
         length += 1
@@ -86,9 +101,14 @@ def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int,
 
 def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actions: int, total_steps: int,
         learning_starts: int, train_freq: int, epsilon, gamma: float, eval_every: int, eval_episodes: int,
-        eval_epsilon: float, log_every: int, clip_rewards: bool = False, progress=None,
-        state: LoopState | None = None) -> LoopState:
-    """Train for ``total_steps`` environment steps per member."""
+        eval_epsilon: float, log_every: int, clip_rewards: bool = False, log_q_estimates: bool = True,
+        progress=None, state: LoopState | None = None) -> LoopState:
+    """Train for ``total_steps`` environment steps per member.
+
+    ``log_q_estimates`` evaluates the Q-network at every step (also when all members explore) to log,
+    per training episode, the mean ``max_a Q(s_t, a)`` over the states visited and the mean discounted
+    Monte-Carlo return from them (the overestimation measure of van Hasselt et al. 2016).
+    """
     P = len(seeds)
     explore_rngs, eval_rngs = member_rngs(seeds, EXPLORATION), member_rngs(seeds, EVAL_EXPLORATION)
     s = state or LoopState(P)
@@ -100,23 +120,25 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
     while s.step < total_steps:
         s.step += 1
         eps = epsilon(s.step)
-        greedy_actions, max_q = agent.greedy(s.obs)
-        actions = epsilon_greedy(greedy_actions, eps, explore_rngs, num_actions)
+        actions, max_q = epsilon_greedy(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
         learn_reward = np.sign(reward) if clip_rewards else reward
         replay.add(s.obs, actions, learn_reward, true_next_obs(next_obs, done, info), terminated, truncated)
         s.ep_return += reward
         s.ep_length += 1
-        for i in range(P):
-            s.ep_max_q[i].append(float(max_q[i]))
-            s.ep_rewards[i].append(float(learn_reward[i]))
+        if log_q_estimates:
+            for i in range(P):
+                s.ep_max_q[i].append(float(max_q[i]))
+                s.ep_rewards[i].append(float(learn_reward[i]))
         for i in np.flatnonzero(done):
             s.episodes[i] += 1
+            q_est = {}
+            if log_q_estimates:
+                q_est = dict(q_estimate=float(np.mean(s.ep_max_q[i])),
+                             mc_return=float(np.mean(discounted_returns(s.ep_rewards[i], gamma))))
             logger.episode(i, phase="train", step=s.step, episode=int(s.episodes[i]), **{"return": float(s.ep_return[i])},
-                           length=int(s.ep_length[i]), q_estimate=float(np.mean(s.ep_max_q[i])),
-                           mc_return=float(np.mean(discounted_returns(s.ep_rewards[i], gamma))),
-                           time=time.perf_counter() - start)
+                           length=int(s.ep_length[i]), time=time.perf_counter() - start, **q_est)
             s.recent[i] = float(s.ep_return[i])
             s.ep_return[i], s.ep_length[i], s.ep_max_q[i], s.ep_rewards[i] = 0.0, 0, [], []
         s.obs = next_obs

@@ -60,22 +60,24 @@ class UniformReplay:
         self.terminated = torch.zeros((P, C), dtype=torch.float32, device=self.device)
         self.rngs = member_rngs(seeds, REPLAY)
         self._rows = torch.arange(P, device=self.device).unsqueeze(1)
+        # On the CPU, write and gather through numpy views of the same memory (no per-call torch overhead).
+        self._np = ({k: getattr(self, k).numpy() for k in self._FIELDS} if self.device.type == "cpu" else None)
         self.pos = 0
         self.size = 0
+
+    _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 
     def __len__(self) -> int:
         return self.size
 
-    def _put(self, store: torch.Tensor, value) -> None:
-        store[:, self.pos] = torch.as_tensor(np.asarray(value), device=self.device).to(store.dtype)
-
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
         """Store one transition per member (arrays with the member axis first)."""
-        self._put(self.obs, obs)
-        self._put(self.next_obs, next_obs)
-        self._put(self.action, action)
-        self._put(self.reward, reward)
-        self._put(self.terminated, terminated)
+        for key, value in zip(self._FIELDS, (obs, action, reward, next_obs, terminated)):
+            if self._np is not None:
+                self._np[key][:, self.pos] = value
+            else:
+                store = getattr(self, key)
+                store[:, self.pos] = torch.as_tensor(np.asarray(value), device=self.device).to(store.dtype)
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
@@ -86,10 +88,12 @@ class UniformReplay:
         return np.stack([rng.integers(0, self.size, self.batch_size) for rng in self.rngs])
 
     def sample(self) -> Batch:
-        idx = torch.from_numpy(self.sample_indices()).to(self.device)
-        rows = self._rows
-        return Batch(self.obs[rows, idx], self.action[rows, idx], self.reward[rows, idx],
-                     self.next_obs[rows, idx], self.terminated[rows, idx])
+        idx = self.sample_indices()
+        if self._np is not None:
+            rows = np.arange(self.population)[:, None]
+            return Batch(*(torch.from_numpy(self._np[k][rows, idx]) for k in self._FIELDS))
+        idx = torch.from_numpy(idx).to(self.device)
+        return Batch(*(getattr(self, k)[self._rows, idx] for k in self._FIELDS))
 
     def state_dict(self) -> dict:
         return {"obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-EXPLORATION, REPLAY, TIE_BREAK, EVAL_EXPLORATION = 1, 2, 3, 4
+EXPLORATION, REPLAY, EVAL_EXPLORATION = 1, 2, 4
 EVAL_ENV_OFFSET = 1_000_003  # evaluation environments use seed + i + this offset
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -113,7 +114,17 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
     head = instantiate(head_cfg, in_features=torso.out_features, num_actions=spec.num_actions, generators=gens)
     q_net = QNetwork(encoder, torso, head).to(device)
     optimizer = instantiate(cfg.optimizer, params=q_net.parameters())
-    return instantiate(agent_cfg, q_net=q_net, optimizer=optimizer)
+    target_fn = plain_partial(instantiate(agent_cfg.pop("target_fn")))
+    return instantiate(agent_cfg, q_net=q_net, optimizer=optimizer, target_fn=target_fn)
+
+
+def plain_partial(fn):
+    """Hydra 1.3.8 wraps ``_partial_`` results in a policy-checking partial that re-validates its
+    target on every call (tens of microseconds, paid at every learner update). Targets in rlzoo's
+    own configs are checked once at instantiation; call them as a plain ``functools.partial``."""
+    if isinstance(fn, functools.partial):
+        return functools.partial(fn.func, *fn.args, **fn.keywords)
+    return fn
 
 
 def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
@@ -149,7 +160,7 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
                          total_steps=cfg.total_steps, learning_starts=cfg.learning_starts, train_freq=cfg.train_freq,
                          epsilon=parts["schedule"], gamma=cfg.gamma, eval_every=cfg.eval_every,
                          eval_episodes=cfg.eval_episodes, eval_epsilon=cfg.eval_epsilon, log_every=cfg.log_every,
-                         clip_rewards=parts["clip_rewards"],
+                         clip_rewards=parts["clip_rewards"], log_q_estimates=bool(cfg.log_q_estimates),
                          progress=Progress(cfg.total_steps, enabled=show))
     finally:
         parts["logger"].close()

@@ -29,11 +29,9 @@ def clip_grad_norm_per_member(parameters, max_norm: float) -> torch.Tensor:
     Returns the per-member norms before clipping, shape ``[P]``.
     """
     grads = [p.grad for p in parameters if p.grad is not None]
-    sq = torch.stack([g.pow(2).flatten(start_dim=1).sum(dim=1) for g in grads]).sum(dim=0)
-    norms = sq.sqrt()
+    norms = torch.cat([g.flatten(start_dim=1) for g in grads], dim=1).norm(dim=1)
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+    torch._foreach_mul_(grads, [coef.view(-1, *([1] * (g.dim() - 1))) for g in grads])
     return norms
 
 
@@ -68,11 +66,9 @@ class DQNAgent:
         self.device = next(q_net.parameters()).device
 
     @torch.no_grad()
-    def greedy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy actions and their Q-values for one observation per member: ``([P], [P])``."""
-        q = self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1)).squeeze(1)
-        max_q, actions = q.max(dim=-1)
-        return actions.cpu().numpy(), max_q.cpu().numpy()
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Q-values of one observation per member: ``[P, A]``."""
+        return self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1)).squeeze(1).cpu().numpy()
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step per member on its own minibatch; returns per-member metrics ``[P]``."""

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from rlzoo.replay import Batch
-from rlzoo.seeding import TIE_BREAK, member_rngs
 
 
 class Discretizer:
@@ -51,7 +50,7 @@ class TabularQAgent:
     """``Q[p, s, a] += lr * (r + gamma * (1 - terminated) * max_a' Q[p, s', a'] - Q[p, s, a])``.
 
     With a replay of capacity 1 and batch 1, updated every step, this is classic online Q-learning.
-    Greedy ties are broken uniformly at random with each member's own generator.
+    Greedy ties (all zeros at the start) are broken at random by ``rlzoo.loop.epsilon_greedy``.
     """
 
     def __init__(self, num_states: int, num_actions: int, seeds: Sequence[int], lr: float = 0.1,
@@ -65,7 +64,6 @@ class TabularQAgent:
         self.lr, self.gamma = float(lr), float(gamma)
         self.discretizer = discretizer
         self.q = torch.full((self.population, self.num_states, self.num_actions), float(init_q), dtype=torch.float64)
-        self.rngs = member_rngs(seeds, TIE_BREAK)
         self._rows = torch.arange(self.population).unsqueeze(1)
         self.updates = 0
         self.online = self.target = None  # no target network
@@ -73,14 +71,10 @@ class TabularQAgent:
     def state_index(self, obs: torch.Tensor) -> torch.Tensor:
         return self.discretizer(obs) if self.discretizer is not None else obs.long()
 
-    def greedy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """Table rows of one observation per member: ``[P, A]``."""
         s = self.state_index(torch.as_tensor(obs))
-        q = self.q[torch.arange(self.population), s].numpy()  # [P, A]
-        actions = np.empty(self.population, dtype=np.int64)
-        for i, (row, rng) in enumerate(zip(q, self.rngs)):
-            best = np.flatnonzero(row == row.max())
-            actions[i] = best[0] if len(best) == 1 else rng.choice(best)
-        return actions, q.max(axis=1)
+        return self.q[torch.arange(self.population), s].numpy()
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         rows = self._rows
@@ -94,10 +88,8 @@ class TabularQAgent:
         return {"loss": delta.pow(2).mean(dim=1).float(), "q_mean": q_sa.mean(dim=1).float()}
 
     def state_dict(self) -> dict:
-        return {"q": self.q, "updates": self.updates, "rngs": [r.bit_generator.state for r in self.rngs]}
+        return {"q": self.q, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.q.copy_(state["q"])
         self.updates = int(state["updates"])
-        for rng, st in zip(self.rngs, state["rngs"]):
-            rng.bit_generator.state = st
