@@ -1,0 +1,71 @@
+"""The loop's contract: truncation is not termination, the stored next state is the real one,
+population members behave as solo runs, and runs are deterministic."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rlzoo.train import train
+
+from conftest import read_rows
+
+
+def test_truncation_bootstraps_and_final_obs_is_stored(cfg_factory, tmp_path):
+    # Chain of 5 with a 3-step time limit: with random actions most episodes are cut by the limit.
+    cfg = cfg_factory("agent=qtable", "env=chain", "env.max_episode_steps=3", "buffer_size=200", "batch_size=1",
+                      "total_steps=200", "eps_start=1.0", "eps_end=1.0", "eval_every=0", "progress=false")
+    parts = train(cfg, tmp_path, "qtable", progress=False)
+    r = parts["replay"]
+    obs, nxt = r.obs[0].numpy(), r.next_obs[0].numpy()
+    term, rew = r.terminated[0].numpy(), r.reward[0].numpy()
+    df = pd.read_csv(tmp_path / "returns.csv")
+    # terminal flag exactly where the goal was reached; truncated steps are stored as non-terminal
+    assert np.array_equal(term == 1.0, nxt == 4)
+    assert np.array_equal(rew == 1.0, nxt == 4)
+    # every stored transition is a real move on the chain (|s' - s| == 1, or staying at 0):
+    # the stored s' of a truncated step is the last state, not the reset state 0
+    moves = np.abs(nxt.astype(int) - obs.astype(int))
+    assert np.all((moves == 1) | ((obs == 0) & (nxt == 0)))
+    n_truncated = int(((df.length == 3) & (df["return"] == 0)).sum())
+    assert n_truncated > 0
+
+
+def run_dqn(cfg_factory, path, seed, n_seeds, steps=600):
+    cfg = cfg_factory("agent=double_dqn", f"seed={seed}", f"n_seeds={n_seeds}", f"total_steps={steps}",
+                      "learning_starts=100", "eps_decay_fraction=0.5", "eval_every=300", "eval_episodes=2",
+                      "log_every=50", "target_sync.every=20", "batch_size=16", "buffer_size=1000", "progress=false")
+    return train(cfg, path, "double_dqn", progress=False)
+
+
+def test_population_member_equals_solo_run(cfg_factory, tmp_path):
+    pop = run_dqn(cfg_factory, tmp_path / "pop", seed=5, n_seeds=3)
+    solo = run_dqn(cfg_factory, tmp_path / "solo", seed=6, n_seeds=1)
+    # same transitions (observations, actions, rewards, terminal flags) in the same order
+    for key in ("obs", "action", "reward", "next_obs", "terminated"):
+        assert torch.equal(getattr(pop["replay"], key)[1], getattr(solo["replay"], key)[0]), key
+    # same episodes and evaluation returns
+    rows_pop = [r for r in read_rows(tmp_path / "pop" / "returns.csv", drop=("time", "q_estimate", "mc_return", "agent"))
+                if r["seed"] == "6"]
+    rows_solo = read_rows(tmp_path / "solo" / "returns.csv", drop=("time", "q_estimate", "mc_return", "agent"))
+    assert rows_pop == rows_solo and len(rows_solo) > 10
+    # same TD losses and Q estimates, to float tolerance (batched matmuls may round differently)
+    m_pop = pd.read_csv(tmp_path / "pop" / "metrics.csv").query("seed == 6").reset_index(drop=True)
+    m_solo = pd.read_csv(tmp_path / "solo" / "metrics.csv")
+    assert len(m_solo) == 12
+    np.testing.assert_allclose(m_pop["loss"].dropna(), m_solo["loss"].dropna(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(m_pop["q_mean"].dropna(), m_solo["q_mean"].dropna(), rtol=1e-4, atol=1e-6)
+    for p_pop, p_solo in zip(pop["agent"].q_net.parameters(), solo["agent"].q_net.parameters()):
+        torch.testing.assert_close(p_pop[1], p_solo[0], rtol=1e-4, atol=1e-5)
+    # and the other members really are different agents
+    assert not torch.equal(pop["replay"].action[0], pop["replay"].action[1])
+
+
+def test_same_seed_same_numbers(cfg_factory, tmp_path):
+    run_dqn(cfg_factory, tmp_path / "a", seed=0, n_seeds=2, steps=400)
+    run_dqn(cfg_factory, tmp_path / "b", seed=0, n_seeds=2, steps=400)
+    for name in ("returns.csv", "metrics.csv"):
+        a, b = read_rows(tmp_path / "a" / name), read_rows(tmp_path / "b" / name)
+        assert a == b and len(a) > 5
+    run_dqn(cfg_factory, tmp_path / "c", seed=1, n_seeds=2, steps=400)
+    assert read_rows(tmp_path / "c" / "metrics.csv") != read_rows(tmp_path / "a" / "metrics.csv")
