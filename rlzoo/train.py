@@ -12,6 +12,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -72,6 +73,18 @@ def validate(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
 
 
+def make(config, **kwargs):
+    """``hydra.utils.instantiate``, with a component's own complaint about a bad value (a ValueError,
+    e.g. ``HardSync(every=0)``) surfaced as a ConfigError instead of Hydra's wrapped traceback."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ValueError):  # ConfigError included
+            raise ConfigError(str(cause)) from None
+        raise
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -102,20 +115,20 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
             except ValueError as e:
                 raise ConfigError(f"{e}; {spec.name}'s observation space gives low={list(spec.obs_low)} "
                                   f"high={list(spec.obs_high)}") from None
-        return instantiate(agent_cfg, num_states=num_states, num_actions=spec.num_actions, seeds=seeds,
+        return make(agent_cfg, num_states=num_states, num_actions=spec.num_actions, seeds=seeds,
                            discretizer=discretizer)
     gens = member_generators(seeds)
     encoder = ObservationEncoder(spec.obs_shape, num_states=spec.num_states,
                                  scale=255.0 if spec.obs_dtype == np.uint8 else None, flatten=not spec.pixels)
     try:
-        torso = instantiate(cfg.network, in_shape=encoder.out_shape, generators=gens)
+        torso = make(cfg.network, in_shape=encoder.out_shape, generators=gens)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    head = instantiate(head_cfg, in_features=torso.out_features, num_actions=spec.num_actions, generators=gens)
+    head = make(head_cfg, in_features=torso.out_features, num_actions=spec.num_actions, generators=gens)
     q_net = QNetwork(encoder, torso, head).to(device)
-    optimizer = instantiate(cfg.optimizer, params=q_net.parameters())
-    target_fn = plain_partial(instantiate(agent_cfg.pop("target_fn")))
-    return instantiate(agent_cfg, q_net=q_net, optimizer=optimizer, target_fn=target_fn)
+    optimizer = make(cfg.optimizer, params=q_net.parameters())
+    target_fn = plain_partial(make(agent_cfg.pop("target_fn")))
+    return make(agent_cfg, q_net=q_net, optimizer=optimizer, target_fn=target_fn)
 
 
 def plain_partial(fn):
@@ -137,11 +150,11 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
     torch.manual_seed(cfg.seed)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     clip_rewards = bool(env_cfg.pop("clip_rewards", False))  # a loop setting, not a factory argument
-    envs, spec = instantiate(env_cfg, num_envs=cfg.n_seeds)
-    eval_envs, _ = instantiate(env_cfg, num_envs=cfg.n_seeds)
+    envs, spec = make(env_cfg, num_envs=cfg.n_seeds)
+    eval_envs, _ = make(env_cfg, num_envs=cfg.n_seeds)
     agent = build_agent(cfg, spec, seeds, device)
-    replay = instantiate(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
-    target_sync = instantiate(cfg.target_sync)
+    replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
+    target_sync = make(cfg.target_sync)
     logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
     schedule = LinearSchedule(cfg.eps_start, cfg.eps_end, int(cfg.eps_decay_fraction * cfg.total_steps))
     return dict(envs=envs, eval_envs=eval_envs, spec=spec, agent=agent, replay=replay, target_sync=target_sync,
