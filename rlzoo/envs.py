@@ -83,6 +83,15 @@ def make_gym_env(id: str, num_envs: int, max_episode_steps: int | None = None,
     return envs, spec
 
 
+def make_cartpole(num_envs: int, max_episode_steps: int | None = None, obs_bounds: dict | None = None):
+    """CartPole-v1 stepped for the whole population at once (``rlzoo.cartpole``); its episodes equal
+    gymnasium's ``CartPole-v1`` with the same seeds (``env=gym env.id=CartPole-v1`` runs the original)."""
+    from rlzoo.cartpole import CartPolePopulation
+
+    envs = CartPolePopulation(num_envs, max_episode_steps=max_episode_steps or 500)
+    return envs, spec_from_spaces("CartPole-v1", envs.single_observation_space, envs.single_action_space, obs_bounds)
+
+
 class ChainMDP(gym.Env):
     """A deterministic chain ``0 - 1 - ... - (n-1)``: action 1 moves right, action 0 moves left
     (staying put at 0). Entering the last state gives reward 1 and ends the episode; every other

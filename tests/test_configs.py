@@ -21,7 +21,7 @@ def test_agent_env_smoke(cfg_factory, tmp_path, agent, env):
     cfg = cfg_factory(f"agent={agent}", *env, "total_steps=150", "learning_starts=50", "batch_size=8",
                       "buffer_size=100" if agent != "qtable" else "buffer_size=1",
                       "eval_every=150", "eval_episodes=1", "log_every=50", "n_seeds=2", "progress=false",
-                      "env.max_episode_steps=40" if env[0] != "env=cartpole" else "env.max_episode_steps=40")
+                      "env.max_episode_steps=40")
     if agent == "qtable":
         cfg.batch_size = 1
     parts = train(cfg, tmp_path, agent, progress=False)

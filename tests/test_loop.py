@@ -69,3 +69,14 @@ def test_same_seed_same_numbers(cfg_factory, tmp_path):
         assert a == b and len(a) > 5
     run_dqn(cfg_factory, tmp_path / "c", seed=1, n_seeds=2, steps=400)
     assert read_rows(tmp_path / "c" / "metrics.csv") != read_rows(tmp_path / "a" / "metrics.csv")
+
+
+def test_numpy_cartpole_reproduces_gymnasium_cartpole(cfg_factory, tmp_path):
+    """env=cartpole (one numpy step for all members) gives the same run as gymnasium's CartPole-v1."""
+    common = ["agent=dqn", "n_seeds=2", "total_steps=800", "learning_starts=100", "eval_every=400",
+              "eval_episodes=2", "batch_size=16", "log_every=100", "progress=false"]
+    train(cfg_factory(*common, "env=cartpole"), tmp_path / "np", "dqn", progress=False)
+    train(cfg_factory(*common, "env=gym", "env.id=CartPole-v1"), tmp_path / "gym", "dqn", progress=False)
+    for name in ("returns.csv", "metrics.csv"):
+        a, b = read_rows(tmp_path / "np" / name), read_rows(tmp_path / "gym" / name)
+        assert a == b and len(a) > 10
