@@ -32,6 +32,7 @@ class EnvSpec:
     obs_low: tuple[float, ...] | None = None  # bounds of flat Box observations (may be infinite)
     obs_high: tuple[float, ...] | None = None
     pixels: bool = False
+    obs_scale: float | None = None  # the encoder divides observations by this; None: 255 for uint8, else 1
 
 
 def spec_from_spaces(name: str, obs_space: gym.Space, action_space: gym.Space,

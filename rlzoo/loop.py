@@ -89,10 +89,10 @@ def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int,
     ret, length = np.zeros(P), np.zeros(P, dtype=np.int64)
     while min(len(r) for r in results) < episodes:
         actions, _ = epsilon_greedy(agent, obs, epsilon, rngs, num_actions)
-        obs, reward, terminated, truncated, _ = envs.step(actions)
+        obs, reward, terminated, truncated, info = envs.step(actions)
         ret += reward
         length += 1
-        for i in np.flatnonzero(terminated | truncated):
+        for i in np.flatnonzero(info.get("game_over", terminated | truncated)):  # episodic life: whole games
             if len(results[i]) < episodes:
                 results[i].append((float(ret[i]), int(length[i])))
             ret[i], length[i] = 0.0, 0
@@ -131,7 +131,9 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
             for i in range(P):
                 s.ep_max_q[i].append(float(max_q[i]))
                 s.ep_rewards[i].append(float(learn_reward[i]))
-        for i in np.flatnonzero(done):
+        # An episode in returns.csv is a whole game: with episodic life (Atari) a lost life is terminal
+        # for the learner but the env marks real game ends in info["game_over"].
+        for i in np.flatnonzero(info.get("game_over", done)):
             s.episodes[i] += 1
             q_est = {}
             if log_q_estimates:

@@ -119,7 +119,8 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
                            discretizer=discretizer)
     gens = member_generators(seeds)
     encoder = ObservationEncoder(spec.obs_shape, num_states=spec.num_states,
-                                 scale=255.0 if spec.obs_dtype == np.uint8 else None, flatten=not spec.pixels)
+                                 scale=spec.obs_scale if spec.obs_scale is not None else
+                                 (255.0 if spec.obs_dtype == np.uint8 else None), flatten=not spec.pixels)
     try:
         torso = make(cfg.network, in_shape=encoder.out_shape, generators=gens)
     except ValueError as e:
