@@ -1,0 +1,222 @@
+"""Replay memory for stacked-frame observations that stores each frame once.
+
+An Atari observation is a stack of the last ``K`` (4) frames. Consecutive observations share
+``K - 1`` frames and ``s'`` of one transition is ``s`` of the next, so a memory that stores both
+stacks keeps every frame ``2K`` times (about 56 KB per transition at 84x84, 28 GB for 1M
+transitions even with ``s'`` derived from ``s``). ``FrameReplay`` keeps, per member:
+
+- a circular *frame* store ``[F, H, W]`` written in order: one frame per step (the last frame of
+  ``s'``) plus, at the start of an episode, the frames of the first stack that are not zero padding;
+- a circular *transition* store of ``capacity`` rows: the absolute position of the last frame of
+  ``s``, the position of the first frame of its episode segment, action, reward, terminated.
+
+At sampling time ``s`` is rebuilt from positions ``a-K+1 .. a`` and ``s'`` from ``a-K+2 .. a+1``;
+positions before the segment's first frame are zeros, exactly as the environment pads a new
+episode's first stack, so no stack ever mixes two episodes. A new segment starts at the first
+transition and after every ``terminated or truncated`` whose next observation does not continue the
+previous ``s'`` (an episodic-life loss continues the game and its stack, so it continues the
+segment). Leading all-zero frames of a new episode's first stack are not stored; any other
+padding (e.g. a repeated first frame) is stored, so sampled stacks always equal the environment's.
+
+The frame store holds ``frame_capacity`` frames (default ``capacity + capacity // 100 + 2K``): an
+episode of ``L`` steps uses ``L + 1`` frames, so episodes of 100 steps or more never shrink the
+memory below ``capacity`` transitions. With shorter episodes the oldest transitions whose frames
+were overwritten are simply no longer sampled (``len()`` reports the usable count).
+
+Sampling is uniform with replacement over the usable transitions, from each member's own generator.
+On a CUDA device the stores live on the device; the host keeps only the integer bookkeeping and
+sends the sampled positions (a few KB) per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rlzoo.replay import Batch
+from rlzoo.seeding import REPLAY, member_rngs
+
+
+class FrameReplay:
+    """Uniform replay over stacked frames ``[K, H, W]`` (uint8), storing each frame once.
+
+    Same constructor and methods as ``rlzoo.replay.UniformReplay``; ``frame_capacity`` optionally
+    sets the frame store size per member (``None``: ``capacity + capacity // 100 + 2K``).
+    """
+
+    def __init__(self, capacity: int, batch_size: int, obs_shape: Sequence[int], obs_dtype,
+                 seeds: Sequence[int], device: str | torch.device = "cpu", frame_capacity: int | None = None):
+        obs_shape = tuple(int(x) for x in obs_shape)
+        if len(obs_shape) != 3:
+            raise ValueError(f"replay=frames needs stacked frames of shape [stack, height, width], got "
+                             f"observations of shape {obs_shape}: use replay=uniform for this environment")
+        if np.dtype(obs_dtype) != np.uint8:
+            raise ValueError(f"replay=frames stores uint8 frames, got {np.dtype(obs_dtype)} observations: "
+                             "use replay=uniform for this environment")
+        if capacity < 1 or batch_size < 1:
+            raise ValueError(f"replay.capacity and replay.batch_size must be >= 1, got {capacity}, {batch_size}")
+        self.capacity, self.batch_size = int(capacity), int(batch_size)
+        self.stack = obs_shape[0]
+        K = self.stack
+        self.frame_capacity = int(frame_capacity or self.capacity + self.capacity // 100 + 2 * K)
+        if self.frame_capacity < 2 * K + 1:
+            raise ValueError(f"replay.frame_capacity must be >= {2 * K + 1}, got {self.frame_capacity}")
+        self.population = P = len(seeds)
+        self.device = torch.device(device)
+        C, F = self.capacity, self.frame_capacity
+        dev = self.device
+        self.frames = torch.zeros((P, F, *obs_shape[1:]), dtype=torch.uint8, device=dev)
+        self.action = torch.zeros((P, C), dtype=torch.int64, device=dev)
+        self.reward = torch.zeros((P, C), dtype=torch.float32, device=dev)
+        self.terminated = torch.zeros((P, C), dtype=torch.float32, device=dev)
+        # Host bookkeeping (absolute positions, int64): per transition slot and per member.
+        self.last = np.zeros((P, C), dtype=np.int64)   # position of the last frame of s
+        self.first = np.zeros((P, C), dtype=np.int64)  # first stored frame of s's episode segment
+        self.frames_written = np.zeros(P, dtype=np.int64)  # total frames written per member
+        self.cursor = np.full(P, -1, dtype=np.int64)  # position of the last frame of the next s; -1: none
+        self.seg_first = np.zeros(P, dtype=np.int64)
+        self.oldest = np.zeros(P, dtype=np.int64)  # oldest usable transition (absolute count)
+        self.pending = [None] * P  # after an episode end: the s' stack, to tell a continued game apart
+        self.added = 0  # transitions added per member (absolute count)
+        self.rngs = member_rngs(seeds, REPLAY)
+        self._rows = np.arange(P)
+        self._offsets = np.arange(-K + 1, 2)  # s: offsets[:-1], s': offsets[1:]
+        cpu = dev.type == "cpu"
+        self._np = {k: getattr(self, k).numpy() for k in ("frames", "action", "reward", "terminated")} if cpu else None
+
+    def __len__(self) -> int:
+        """Usable transitions (the smallest over members)."""
+        return int(self.added - self.oldest.max()) if self.added else 0
+
+    # -- writing -------------------------------------------------------------------------------
+    def _write_frames(self, i: int, frames: np.ndarray) -> None:
+        pos = (self.frames_written[i] + np.arange(len(frames))) % self.frame_capacity
+        if self._np is not None:
+            self._np["frames"][i, pos] = frames
+        else:
+            self.frames[i, torch.from_numpy(pos).to(self.device)] = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        self.frames_written[i] += len(frames)
+
+    def _start_segment(self, i: int, stack: np.ndarray) -> None:
+        """Store a new episode's first stack, without its leading all-zero padding frames."""
+        K = self.stack
+        z = 0
+        while z < K - 1 and not stack[z].any():
+            z += 1
+        self.seg_first[i] = self.frames_written[i]
+        self._write_frames(i, stack[z:])
+        self.cursor[i] = self.frames_written[i] - 1
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
+        """Store one transition per member (arrays with the member axis first).
+
+        ``next_obs`` is the true next observation; ``obs`` of a member that did not end its episode
+        at the previous call must be that call's ``next_obs`` (it is not stored again)."""
+        obs, next_obs = np.asarray(obs), np.asarray(next_obs)
+        terminated = np.asarray(terminated, dtype=bool)
+        done = terminated | (np.zeros_like(terminated) if truncated is None else np.asarray(truncated, dtype=bool))
+        for i in range(self.population):
+            if self.cursor[i] < 0:
+                self._start_segment(i, obs[i])
+            elif self.pending[i] is not None:
+                if not np.array_equal(obs[i], self.pending[i]):
+                    self._start_segment(i, obs[i])
+                self.pending[i] = None
+        slot = self.added % self.capacity
+        # s' adds one frame per member, right after the last frame of s.
+        pos = (self.cursor + 1) % self.frame_capacity
+        if self._np is not None:
+            self._np["frames"][self._rows, pos] = next_obs[:, -1]
+            self._np["action"][:, slot] = action
+            self._np["reward"][:, slot] = reward
+            self._np["terminated"][:, slot] = terminated
+        else:
+            dev = self.device
+            self.frames[torch.from_numpy(self._rows).to(dev), torch.from_numpy(pos).to(dev)] = \
+                torch.from_numpy(np.ascontiguousarray(next_obs[:, -1])).to(dev)
+            self.action[:, slot] = torch.as_tensor(np.asarray(action), device=dev).long()
+            self.reward[:, slot] = torch.as_tensor(np.asarray(reward, dtype=np.float32), device=dev)
+            self.terminated[:, slot] = torch.as_tensor(terminated.astype(np.float32), device=dev)
+        self.last[:, slot] = self.cursor
+        self.first[:, slot] = self.seg_first
+        self.frames_written = self.cursor + 2
+        self.cursor = self.cursor + 1
+        self.added += 1
+        for i in np.flatnonzero(done):
+            self.pending[i] = next_obs[i].copy()
+        self._drop_overwritten()
+
+    def _drop_overwritten(self) -> None:
+        """Advance each member's oldest usable transition past those whose frames were overwritten
+        (or whose slot was reused)."""
+        self.oldest = np.maximum(self.oldest, self.added - self.capacity)
+        lowest_kept = self.frames_written - self.frame_capacity  # frames below this position are gone
+        for i in range(self.population):
+            while self.oldest[i] < self.added:
+                slot = self.oldest[i] % self.capacity
+                needed = max(self.first[i, slot], self.last[i, slot] - self.stack + 1)
+                if needed >= lowest_kept[i]:
+                    break
+                self.oldest[i] += 1
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample_indices(self) -> np.ndarray:
+        """``[P, batch_size]`` transition slots, uniform over each member's usable transitions."""
+        if self.added == 0:
+            raise RuntimeError("cannot sample from an empty replay memory")
+        out = np.empty((self.population, self.batch_size), dtype=np.int64)
+        for i, rng in enumerate(self.rngs):
+            n = self.added - self.oldest[i]
+            out[i] = (self.oldest[i] + rng.integers(0, n, self.batch_size)) % self.capacity
+        return out
+
+    def frame_positions(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame store indices ``[P, B, K + 1]`` (``s`` is ``[..., :K]``, ``s'`` is ``[..., 1:]``) and a
+        mask of the positions that are zero padding (before the episode segment's first frame)."""
+        rows = self._rows[:, None]
+        pos = self.last[rows, slots][..., None] + self._offsets  # [P, B, K+1]
+        pad = pos < self.first[rows, slots][..., None]
+        return pos % self.frame_capacity, pad
+
+    def sample(self) -> Batch:
+        slots = self.sample_indices()
+        idx, pad = self.frame_positions(slots)
+        rows = self._rows[:, None]
+        K = self.stack
+        if self._np is not None:
+            x = self._np["frames"][rows[..., None], idx]  # [P, B, K+1, H, W]
+            if pad.any():
+                x[pad] = 0
+            x = torch.from_numpy(x)
+            a, r, t = (torch.from_numpy(self._np[k][rows, slots]) for k in ("action", "reward", "terminated"))
+        else:
+            dev = self.device
+            idx_t, slots_t = torch.from_numpy(idx).to(dev), torch.from_numpy(slots).to(dev)
+            rows_t = torch.arange(self.population, device=dev)[:, None]
+            x = self.frames[rows_t[..., None], idx_t]
+            x = x * (~torch.from_numpy(pad).to(dev))[..., None, None]
+            a, r, t = (getattr(self, k)[rows_t, slots_t] for k in ("action", "reward", "terminated"))
+        return Batch(obs=x[:, :, :K], action=a, reward=r, next_obs=x[:, :, 1:], terminated=t)
+
+    # -- checkpointing -------------------------------------------------------------------------
+    _TENSORS = ("frames", "action", "reward", "terminated")
+    _ARRAYS = ("last", "first", "frames_written", "cursor", "seg_first", "oldest")
+
+    def state_dict(self) -> dict:
+        state = {k: getattr(self, k) for k in self._TENSORS}
+        state.update({k: getattr(self, k).copy() for k in self._ARRAYS})
+        state.update(added=self.added, pending=[None if p is None else p.copy() for p in self.pending],
+                     rngs=[rng.bit_generator.state for rng in self.rngs])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._TENSORS:
+            getattr(self, k).copy_(torch.as_tensor(state[k]))
+        for k in self._ARRAYS:
+            getattr(self, k)[...] = state[k]
+        self.added = int(state["added"])
+        self.pending = [None if p is None else np.array(p) for p in state["pending"]]
+        for rng, s in zip(self.rngs, state["rngs"]):
+            rng.bit_generator.state = s
