@@ -85,7 +85,7 @@ def make_gym_env(id: str, num_envs: int, max_episode_steps: int | None = None,
 
 
 def make_cartpole(num_envs: int, max_episode_steps: int | None = None, obs_bounds: dict | None = None):
-    """CartPole-v1 stepped for the whole population at once (``rlzoo.cartpole``); its episodes equal
+    """CartPole-v1 for the whole population in one lean vector env (``rlzoo.cartpole``); its episodes equal
     gymnasium's ``CartPole-v1`` with the same seeds (``env=gym env.id=CartPole-v1`` runs the original)."""
     from rlzoo.cartpole import CartPolePopulation
 

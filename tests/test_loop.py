@@ -80,3 +80,27 @@ def test_numpy_cartpole_reproduces_gymnasium_cartpole(cfg_factory, tmp_path):
     for name in ("returns.csv", "metrics.csv"):
         a, b = read_rows(tmp_path / "np" / name), read_rows(tmp_path / "gym" / name)
         assert a == b and len(a) > 10
+
+
+def test_population_cartpole_matches_gymnasium_step_by_step():
+    import gymnasium as gym
+
+    from rlzoo.cartpole import CartPolePopulation
+
+    pop = CartPolePopulation(3)
+    obs, _ = pop.reset(seed=[7, 8, 9])
+    refs = [gym.make("CartPole-v1") for _ in range(3)]
+    assert np.array_equal(obs, np.stack([e.reset(seed=7 + i)[0] for i, e in enumerate(refs)]))
+    rng, episodes = np.random.default_rng(0), 0
+    for _ in range(3000):
+        actions = rng.integers(0, 2, 3)
+        obs, reward, terminated, truncated, info = pop.step(actions)
+        for i, env in enumerate(refs):
+            o, r, te, tr, _ = env.step(int(actions[i]))
+            assert (te, tr, r) == (terminated[i], truncated[i], reward[i])
+            if te or tr:
+                episodes += 1
+                assert np.array_equal(info["final_obs"][i], o)
+                o, _ = env.reset()
+            assert np.array_equal(obs[i], o)
+    assert episodes > 100

@@ -65,10 +65,10 @@ class DQNAgent:
         self.updates = 0
         self.device = next(q_net.parameters()).device
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values of one observation per member: ``[P, A]``."""
-        return self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1)).squeeze(1).cpu().numpy()
+        return self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1))[:, 0].cpu().numpy()
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step per member on its own minibatch; returns per-member metrics ``[P]``."""
