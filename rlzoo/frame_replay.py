@@ -117,6 +117,8 @@ class FrameReplay:
         obs, next_obs = np.asarray(obs), np.asarray(next_obs)
         terminated = np.asarray(terminated, dtype=bool)
         done = terminated | (np.zeros_like(terminated) if truncated is None else np.asarray(truncated, dtype=bool))
+        if self.added < self._CHECK_FIRST:
+            self._check_stacked(obs, next_obs, done)
         for i in range(self.population):
             if self.cursor[i] < 0:
                 self._start_segment(i, obs[i])
@@ -147,6 +149,16 @@ class FrameReplay:
         for i in np.flatnonzero(done):
             self.pending[i] = next_obs[i].copy()
         self._drop_overwritten()
+
+    _CHECK_FIRST = 64  # transitions whose observations are checked to be stacks of consecutive frames
+
+    def _check_stacked(self, obs: np.ndarray, next_obs: np.ndarray, done: np.ndarray) -> None:
+        """``s'`` must be ``s`` shifted by one frame (within an episode); MinAtar's channels are not."""
+        for i in np.flatnonzero(~done):
+            if not np.array_equal(next_obs[i, :-1], obs[i, 1:]):
+                raise ValueError(f"replay=frames needs observations that are stacks of consecutive frames (s' = s "
+                                 f"shifted by one frame); these {tuple(obs.shape[1:])} observations are not: "
+                                 "use replay=uniform for this environment")
 
     def _drop_overwritten(self) -> None:
         """Advance each member's oldest usable transition past those whose frames were overwritten
@@ -181,7 +193,10 @@ class FrameReplay:
         return pos % self.frame_capacity, pad
 
     def sample(self) -> Batch:
-        slots = self.sample_indices()
+        return self.gather(self.sample_indices())
+
+    def gather(self, slots: np.ndarray) -> Batch:
+        """The transitions in ``slots`` ``[P, B]`` with their stacks rebuilt (tensors on the device)."""
         idx, pad = self.frame_positions(slots)
         rows = self._rows[:, None]
         K = self.stack
