@@ -41,7 +41,7 @@ class StackedTrajectory:
         return first
 
     def step(self):
-        """Returns (obs, action, reward, next_obs, terminated, truncated, continues) with [P, ...] arrays;
+        """Returns (obs, action, reward, next_obs, terminated, truncated) with [P, ...] arrays;
         ``next_obs`` is the true next observation."""
         obs = np.stack(self.stacks)
         nxt, term, trunc = np.empty_like(obs), np.zeros(self.P, bool), np.zeros(self.P, bool)
@@ -214,3 +214,18 @@ def test_real_atari_trajectory_with_life_losses_matches_naive_buffer():
     assert ends >= 1 and lives_lost >= 4  # the recording has game ends and life losses
     assert len(frames) == 300
     assert_same_as_naive(frames, naive)
+
+
+def test_torch_storage_path_used_on_cuda_equals_the_numpy_path():
+    """The device code path (torch indexing, used on CUDA) run on the CPU gives the same batches."""
+    traj_a = StackedTrajectory(np.random.default_rng(6), population=2, mean_len=4, lives=2)
+    traj_b = StackedTrajectory(np.random.default_rng(6), population=2, mean_len=4, lives=2)
+    a = FrameReplay(60, 8, (K, H, W), np.uint8, [0, 1])
+    b = FrameReplay(60, 8, (K, H, W), np.uint8, [0, 1])
+    b._np = None  # force the torch path
+    for _ in range(200):
+        a.add(*traj_a.step())
+        b.add(*traj_b.step())
+    for _ in range(5):
+        for x, y in zip(a.sample(), b.sample()):
+            torch.testing.assert_close(x, y)
