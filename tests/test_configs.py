@@ -18,7 +18,7 @@ ENVS = [["env=cartpole"], ["env=frozenlake"], ["env=cliffwalking"], ["env=taxi"]
 @pytest.mark.parametrize("agent", AGENTS)
 @pytest.mark.parametrize("env", ENVS, ids=lambda e: e[-1].split("=")[1])
 def test_agent_env_smoke(cfg_factory, tmp_path, agent, env):
-    cfg = cfg_factory(f"agent={agent}", *env, "total_steps=150", "learning_starts=50", "batch_size=8",
+    cfg = cfg_factory(f"agent={agent}", *env, "total_steps=150", "learning_starts=50", "train_freq=1", "batch_size=8",
                       "buffer_size=100" if agent != "qtable" else "buffer_size=1",
                       "eval_every=150", "eval_episodes=1", "log_every=50", "n_seeds=2", "progress=false",
                       "env.max_episode_steps=40")
