@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlzoo.guards import check_finite
 from rlzoo.seeding import EVAL_ENV_OFFSET, EVAL_EXPLORATION, EXPLORATION, member_rngs
 
 
@@ -69,6 +70,10 @@ class LoopState:
     ep_max_q: list = None  # per member: max_a Q(s_t, a) at every step of the running episode
     ep_rewards: list = None  # per member: learning rewards of the running episode
     recent: list = field(default_factory=list)  # last finished return per member
+    explore_rngs: list = None  # per-member exploration generators (created by run())
+    eval_rngs: list = None  # per-member evaluation-exploration generators
+    metrics: dict | None = None  # the last learner update's metrics, logged at the next metrics row
+    clock: float = 0.0  # training seconds before this run() call (a resumed run's time column continues)
 
     def __post_init__(self):
         P = self.population
@@ -102,7 +107,7 @@ def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int,
 def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actions: int, total_steps: int,
         learning_starts: int, train_freq: int, epsilon, gamma: float, eval_every: int, eval_episodes: int,
         eval_epsilon: float, log_every: int, clip_rewards: bool = False, log_q_estimates: bool = True,
-        progress=None, state: LoopState | None = None) -> LoopState:
+        progress=None, state: LoopState | None = None, nan_check: bool = False, checkpoint=None) -> LoopState:
     """Train for ``total_steps`` environment steps per member.
 
     ``log_q_estimates`` evaluates the Q-network at every step (also when all members explore) to log,
@@ -110,12 +115,14 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
     Monte-Carlo return from them (the overestimation measure of van Hasselt et al. 2016).
     """
     P = len(seeds)
-    explore_rngs, eval_rngs = member_rngs(seeds, EXPLORATION), member_rngs(seeds, EVAL_EXPLORATION)
     s = state or LoopState(P)
+    if s.explore_rngs is None:
+        s.explore_rngs, s.eval_rngs = member_rngs(seeds, EXPLORATION), member_rngs(seeds, EVAL_EXPLORATION)
+    explore_rngs, eval_rngs = s.explore_rngs, s.eval_rngs
     if s.obs is None:
         s.obs, _ = envs.reset(seed=list(seeds))
     eval_seeds = [x + EVAL_ENV_OFFSET for x in seeds]
-    metrics, start = None, time.perf_counter()
+    start = time.perf_counter() - s.clock
     window_t, window_step = start, s.step
     while s.step < total_steps:
         s.step += 1
@@ -146,7 +153,9 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
         s.obs = next_obs
 
         if s.step >= learning_starts and s.step % train_freq == 0:
-            metrics = agent.update(replay.sample())
+            s.metrics = agent.update(replay.sample())
+            if nan_check:
+                check_finite(s.metrics, s.step, seeds)
             if agent.target is not None:
                 target_sync(agent.online, agent.target, agent.updates)
 
@@ -163,7 +172,7 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
             now = time.perf_counter()
             sps = (s.step - window_step) / max(now - window_t, 1e-9)
             window_t, window_step = now, s.step
-            m = {k: v.cpu().numpy() for k, v in metrics.items()} if metrics else {}
+            m = {k: v.cpu().numpy() for k, v in s.metrics.items()} if s.metrics else {}
             for i in range(P):
                 logger.metric(i, step=s.step, updates=agent.updates, epsilon=eps, sps=sps,
                               time=now - start, **{k: float(v[i]) for k, v in m.items()})
@@ -171,4 +180,10 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
                 progress.update(s.step, sps, s.recent, force=s.step == total_steps)
         elif progress is not None and s.step % 100 == 0:
             progress.update(s.step, (s.step - window_step) / max(time.perf_counter() - window_t, 1e-9), s.recent)
+
+        if checkpoint is not None and s.step >= checkpoint.next_at:  # every checkpoint_every steps, and on SIGTERM
+            s.clock = time.perf_counter() - start
+            checkpoint.save(s)
+            if checkpoint.stop_requested:
+                break
     return s

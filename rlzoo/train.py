@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rlzoo import loop
+from rlzoo import checkpoint, loop
 from rlzoo.agents.tabular import Discretizer
 from rlzoo.envs import num_states_for_table
 from rlzoo.errors import ConfigError
@@ -68,6 +69,10 @@ def validate(cfg: DictConfig) -> None:
                           "raise replay.capacity or lower batch_size")
     if cfg.get("max_grad_norm") is not None:
         _num(cfg, "max_grad_norm", low=0)
+    _num(cfg, "checkpoint_every", integer=True, low=0)
+    for key in ("resume", "nan_check"):
+        if not isinstance(cfg.get(key), bool):
+            raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
     if cfg.get("loss") not in ("huber", "mse"):
         raise ConfigError(f"loss must be 'huber' or 'mse', got {cfg.get('loss')!r}")
     resolve_device(cfg.device)
@@ -162,20 +167,45 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
                 logger=logger, schedule=schedule, seeds=seeds, device=device, clip_rewards=clip_rewards)
 
 
-def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None):
-    """Build and run one (population) training run, writing CSVs into ``out_dir``."""
+def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None,
+          overrides: list[str] = ()):
+    """Build and run one (population) training run, writing CSVs (and checkpoints) into ``out_dir``.
+
+    With ``resume=true`` the run continues from ``out_dir/checkpoint.pt``; without it, a directory that already
+    holds results is refused. ``overrides`` (the command line) are recorded in checkpoints for the resume hint.
+    """
+    validate(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
     parts = build(cfg, out_dir, agent_name)
+    ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, parts, config, overrides)
+    state = None
     show = cfg.get("progress", True) if progress is None else progress
     log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
              parts["spec"].name, len(parts["seeds"]), parts["seeds"], cfg.total_steps, parts["device"], out_dir)
     try:
-        state = loop.run(parts["envs"], parts["eval_envs"], parts["agent"], parts["replay"], parts["target_sync"],
+        if resume_from is not None:
+            state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
+            log.info("resumed %s at step %d of %d (environments %s)", out_dir, state.step, cfg.total_steps,
+                     "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
+        ckpt.schedule_after(state.step if state else 0)
+        with ckpt.signals():
+            state = loop.run(parts["envs"], parts["eval_envs"], parts["agent"], parts["replay"], parts["target_sync"],
                          parts["logger"], seeds=parts["seeds"], num_actions=parts["spec"].num_actions,
                          total_steps=cfg.total_steps, learning_starts=cfg.learning_starts, train_freq=cfg.train_freq,
                          epsilon=parts["schedule"], gamma=cfg.gamma, eval_every=cfg.eval_every,
                          eval_episodes=cfg.eval_episodes, eval_epsilon=cfg.eval_epsilon, log_every=cfg.log_every,
                          clip_rewards=parts["clip_rewards"], log_q_estimates=bool(cfg.log_q_estimates),
-                         progress=Progress(cfg.total_steps, enabled=show))
+                         progress=Progress(cfg.total_steps, enabled=show), state=state,
+                         nan_check=cfg.nan_check, checkpoint=ckpt)
+        if ckpt.stop_requested:
+            resume = " ".join(o for o in overrides if not o.startswith(("hydra.run.dir=", "resume=")))
+            raise checkpoint.RunStopped(
+                f"stopped by {signal.Signals(ckpt.signum).name} at step {state.step} of {cfg.total_steps}: checkpoint "
+                f"written to {ckpt.path} ({ckpt.bytes / 1e6:.1f} MB in {ckpt.seconds:.2f} s), CSVs flushed; continue "
+                f"with: python -m rlzoo {resume + ' ' if resume else ''}hydra.run.dir={out_dir} resume=true", ckpt.signum)
+        if ckpt.every and ckpt.saved_step != state.step:
+            ckpt.save(state)  # the final state: the trained networks, and a run that can be extended
     finally:
         parts["logger"].close()
         parts["envs"].close()
@@ -188,7 +218,11 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     try:
-        train(cfg, out_dir=hc.runtime.output_dir, agent_name=hc.runtime.choices.get("agent", "agent"))
+        train(cfg, out_dir=hc.runtime.output_dir, agent_name=hc.runtime.choices.get("agent", "agent"),
+              overrides=list(hc.overrides.task))
+    except checkpoint.RunStopped as e:
+        print(f"rlzoo: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except ConfigError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -1,0 +1,404 @@
+"""Checkpoints: the complete state of a training run in one file, written atomically, read back without
+executing code; resuming a run; stopping cleanly on SIGINT/SIGTERM.
+
+``<run dir>/checkpoint.pt`` is a ``torch.save`` archive that holds only tensors, plain containers, numbers and
+strings, and is read with ``torch.load(weights_only=True)``: a crafted pickle that would run code is refused.
+numpy arrays travel as tensors (tagged ``__ndarray__``), numpy generators as their bit-generator state
+(tagged ``__bitgen__``). It holds the online and target networks, the optimizer, the replay memory, the loop
+state (step, running episodes, exploration generators, last learner metrics), the environments, the global
+Python/numpy/torch generators, and the byte length and CRC of each CSV file at that step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import random
+import signal
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlzoo.errors import ConfigError
+
+FILENAME = "checkpoint.pt"
+FORMAT, VERSION = "rlzoo-checkpoint", 1
+# Settings a resumed run may change; any other difference from the checkpointed config is refused.
+RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "torch_threads", "nan_check")
+CSV_FILES = ("returns.csv", "metrics.csv")
+_ND, _BITGEN = "__ndarray__", "__bitgen__"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint or run directory that cannot be used as asked, with what to do instead."""
+
+
+class RunStopped(Exception):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint; ``signum`` is the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+# -- plain, safely loadable containers ---------------------------------------------------------------
+def to_plain(x):
+    """Replace numpy arrays, scalars and generators by values ``torch.load(weights_only=True)`` accepts."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object:
+            return [to_plain(v) for v in x]
+        return {_ND: torch.from_numpy(np.array(x, copy=True))}  # a copy: a view would save its whole base
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.random.Generator):
+        return {_BITGEN: x.bit_generator.state}
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        return x.clone() if x.untyped_storage().nbytes() != x.numel() * x.element_size() else x
+    if isinstance(x, dict):
+        return {k: to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_plain(v) for v in x)
+    return x
+
+
+def from_plain(x):
+    if isinstance(x, dict):
+        if set(x) == {_ND}:
+            return x[_ND].numpy()
+        if set(x) == {_BITGEN}:
+            return generator_from_state(x[_BITGEN])
+        return {k: from_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(from_plain(v) for v in x)
+    return x
+
+
+def generator_from_state(state: dict) -> np.random.Generator:
+    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    rng.bit_generator.state = state
+    return rng
+
+
+# -- environments --------------------------------------------------------------------------------------
+_SIMPLE = (bool, int, float, str, type(None), np.generic, np.random.Generator)
+_CONSTANT = (gym.Space, gym.envs.registration.EnvSpec, gym.Env, gym.vector.AutoresetMode)  # not state
+_CONSTANT_KEYS = ("env_fns", "_saved_kwargs", "spec", "metadata")
+
+
+def _simple(v) -> bool:
+    if isinstance(v, _SIMPLE):
+        return True
+    if isinstance(v, np.ndarray):
+        return v.dtype.kind in "biuf"
+    if isinstance(v, (list, tuple)):
+        return all(_simple(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, (str, int)) and _simple(x) for k, x in v.items())
+    return False
+
+
+def _layer_state(layer) -> dict | None:
+    """The attributes of one env or wrapper that can be saved; None if some attribute that may be state
+    cannot (an emulator, a Python object of the game)."""
+    out = {}
+    for key, value in vars(layer).items():
+        if _simple(value):
+            out[key] = value
+        elif key in _CONSTANT_KEYS or isinstance(value, _CONSTANT) or callable(value) or (
+                isinstance(value, np.ndarray) and value.dtype.kind in "SU"):  # FrozenLake's map: a constant
+            continue
+        elif isinstance(value, list) and all(isinstance(v, gym.Env) for v in value):  # SyncVectorEnv.envs
+            continue
+        else:
+            return None
+    return out
+
+
+def _layers(env) -> list:
+    layers = [env]
+    while isinstance(layers[-1], gym.Wrapper):
+        layers.append(layers[-1].env)
+    return layers
+
+
+def env_state(envs) -> dict:
+    """What continues the environments exactly: ``{"exact": True, ...}``, or ``{"exact": False}`` for
+    environments whose state cannot be saved without pickling code objects (Atari emulators, MinAtar)."""
+    from rlzoo.cartpole import CartPolePopulation
+
+    if isinstance(envs, CartPolePopulation):
+        return {"exact": True, "kind": "cartpole", "state": envs.state, "elapsed": envs.elapsed, "rngs": envs.rngs}
+    if type(envs) is gym.vector.SyncVectorEnv:
+        vector = _layer_state(envs)
+        members = [[_layer_state(layer) for layer in _layers(e)] for e in envs.envs]
+        if vector is not None and all(s is not None for m in members for s in m):
+            return {"exact": True, "kind": "sync", "vector": vector, "members": members}
+    return {"exact": False}
+
+
+def _set_attrs(obj, state: dict) -> None:
+    for key, value in state.items():
+        current = vars(obj).get(key)
+        if isinstance(current, np.ndarray) and isinstance(value, np.ndarray) and current.shape == value.shape:
+            current[...] = value  # in place: other objects may hold this array
+        else:
+            vars(obj)[key] = value
+
+
+def load_env_state(envs, state: dict) -> None:
+    if state["kind"] == "cartpole":
+        envs.state[...] = state["state"]
+        envs.elapsed[...] = state["elapsed"]
+        envs.rngs = list(state["rngs"])
+    else:
+        _set_attrs(envs, state["vector"])
+        for e, member in zip(envs.envs, state["members"]):
+            for layer, layer_state in zip(_layers(e), member):
+                _set_attrs(layer, layer_state)
+
+
+def global_rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def load_global_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- CSV positions -------------------------------------------------------------------------------------
+def _crc(path: Path, length: int) -> int:
+    crc, left = 0, length
+    with open(path, "rb") as f:
+        while left > 0:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+    return crc
+
+
+def csv_positions(out_dir: Path) -> dict:
+    """Byte length and CRC-32 of each CSV (rows are flushed as they are written)."""
+    out = {}
+    for name in CSV_FILES:
+        path = out_dir / name
+        size = path.stat().st_size if path.exists() else 0
+        out[name] = {"bytes": size, "crc32": _crc(path, size) if size else 0}
+    return out
+
+
+def check_csvs(out_dir: Path, positions: dict, step: int) -> None:
+    """Refuse to resume if a CSV lost or changed rows that the checkpoint counts as written."""
+    for name, pos in positions.items():
+        path = out_dir / name
+        size = path.stat().st_size if path.exists() else 0
+        if size < pos["bytes"]:
+            raise CheckpointError(f"{path} has {size} bytes but held {pos['bytes']} at the checkpoint (step {step}): "
+                                  "it was truncated or replaced, so resuming would lose rows; restore the file or "
+                                  "start a new run in another directory")
+        if pos["bytes"] and _crc(path, pos["bytes"]) != pos["crc32"]:
+            raise CheckpointError(f"the first {pos['bytes']} bytes of {path} differ from what was written before the "
+                                  f"checkpoint (step {step}): the file was edited; restore it or start a new run")
+
+
+def truncate_csvs(out_dir: Path, positions: dict) -> int:
+    """Cut each CSV back to its length at the checkpoint (rows written after it are written again).
+    Returns the number of bytes removed."""
+    removed = 0
+    for name, pos in positions.items():
+        path = out_dir / name
+        if path.exists() and path.stat().st_size > pos["bytes"]:
+            removed += path.stat().st_size - pos["bytes"]
+            os.truncate(path, pos["bytes"])
+    return removed
+
+
+# -- the file --------------------------------------------------------------------------------------------
+def write_atomic(payload: dict, path: Path) -> int:
+    """``torch.save`` to a temporary file in the same directory, fsync, then rename over ``path``: a kill
+    while writing leaves the previous checkpoint intact. Returns the size in bytes."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems cannot fsync a directory
+        pass
+    return path.stat().st_size
+
+
+def read(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; errors are one sentence."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            raise CheckpointError(f"{path} was refused: it holds Python objects other than tensors and plain data "
+                                  "(a pickle that could run code), so it is not an rlzoo checkpoint") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first}): it is corrupted") from None
+    except Exception as e:  # truncated zip, random bytes, unreadable file
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first}): it is truncated or corrupted; "
+                              "start a new run in another directory") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an rlzoo checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} is a version {payload.get('version')} checkpoint; this rlzoo reads version {VERSION}")
+    return payload
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    a, b = _flat(saved), _flat(current)
+    return sorted(k for k in a.keys() | b.keys()
+                  if a.get(k) != b.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE)
+
+
+def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | None:
+    """Check the run directory before anything is written to it. Returns the checkpoint to resume from
+    (``resume=True``) or None (a new run)."""
+    out_dir = Path(out_dir)
+    path = out_dir / FILENAME
+    if not resume:
+        if path.exists():
+            raise CheckpointError(f"{out_dir} already holds a run with a checkpoint: add resume=true to continue it, "
+                                  "or choose another hydra.run.dir")
+        for name in CSV_FILES:
+            if (out_dir / name).exists() and (out_dir / name).stat().st_size > 0:
+                raise CheckpointError(f"{out_dir} already holds results ({name}) of another run: choose another "
+                                      "hydra.run.dir (a run without a checkpoint cannot be continued)")
+        return None
+    if not path.exists():
+        raise CheckpointError(f"resume=true but {out_dir} has no {FILENAME} (checkpoint_every=0, or the run stopped "
+                              "before its first checkpoint): start a new run instead")
+    payload = read(path)
+    meta = json.loads(payload["meta"])
+    diff = config_differences(meta["config"], config)
+    if diff:
+        shown = ", ".join(f"{k}={_flat(meta['config']).get(k)!r}" for k in diff[:6])
+        raise CheckpointError(f"the checkpoint in {out_dir} was written with {shown}, which this command changes: "
+                              f"repeat the run's original settings (overrides: {' '.join(meta.get('overrides', [])) or 'none'})"
+                              " and add hydra.run.dir=... resume=true")
+    check_csvs(out_dir, meta["csv"], payload["step"])
+    return payload
+
+
+# -- saving and restoring a run ---------------------------------------------------------------------------
+class Checkpointer:
+    """Called by the loop when ``state.step >= next_at``: every ``every`` steps, or at the end of the step
+    in which SIGINT/SIGTERM arrived (then ``stop_requested`` tells the loop to stop)."""
+
+    def __init__(self, out_dir, every: int, parts: dict, config: dict, overrides=()):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / FILENAME
+        self.every = int(every)
+        self.parts, self.config, self.overrides = parts, config, list(overrides)
+        self.next_at = math.inf
+        self.signum = None
+        self.saved_step, self.seconds, self.bytes = None, 0.0, 0
+
+    def schedule_after(self, step: int) -> None:
+        self.next_at = (step // self.every + 1) * self.every if self.every else math.inf
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.signum is not None
+
+    def save(self, state) -> None:
+        t = time.perf_counter()
+        p = self.parts
+        envs = env_state(p["envs"])
+        meta = {"config": self.config, "overrides": self.overrides, "seeds": list(p["seeds"]),
+                "csv": csv_positions(self.out_dir), "clock": float(state.clock), "env_exact": bool(envs["exact"])}
+        payload = {"format": FORMAT, "version": VERSION, "step": int(state.step), "meta": json.dumps(meta),
+                   "agent": to_plain(p["agent"].state_dict()), "replay": to_plain(p["replay"].state_dict()),
+                   "loop": to_plain({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}),
+                   "envs": to_plain(envs), "eval_envs": to_plain(env_state(p["eval_envs"])),
+                   "rng": to_plain(global_rng_state())}
+        self.bytes = write_atomic(payload, self.path)
+        self.saved_step, self.seconds = int(state.step), time.perf_counter() - t
+        self.schedule_after(state.step)
+
+    def _on_signal(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now; the last checkpoint is intact
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        self.next_at = 0  # checkpoint at the end of the current step
+
+    @contextmanager
+    def signals(self):
+        """While training: SIGINT and SIGTERM finish the current step, checkpoint and stop."""
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
+    """Load a checkpoint into freshly built parts; cut the CSVs back to the checkpoint. Returns the loop state."""
+    out_dir = Path(out_dir)
+    meta = json.loads(payload["meta"])
+    step = int(payload["step"])
+    try:
+        parts["agent"].load_state_dict(from_plain(payload["agent"]))
+        parts["replay"].load_state_dict(from_plain(payload["replay"]))
+        state = loop_state_cls(**from_plain(payload["loop"]))
+        for key in ("envs", "eval_envs"):
+            env = from_plain(payload[key])
+            if env["exact"]:
+                load_env_state(parts[key], env)
+            elif key == "envs":  # restart the running episodes (documented as not exact)
+                state.obs, _ = parts[key].reset(seed=[int(s) + step for s in parts["seeds"]])
+                P = state.population
+                state.ep_return[:], state.ep_length[:] = 0.0, 0
+                state.ep_max_q, state.ep_rewards = [[] for _ in range(P)], [[] for _ in range(P)]
+                if hasattr(parts["replay"], "cursor"):  # FrameReplay: start new frame segments
+                    parts["replay"].cursor[:] = -1
+                    parts["replay"].pending = [None] * P
+        load_global_rng_state(from_plain(payload["rng"]))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{out_dir / FILENAME} does not fit this run ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160] if str(e) else ''}): start a new run instead") from None
+    truncate_csvs(out_dir, meta["csv"])
+    return state, meta
