@@ -18,6 +18,7 @@ import os
 import pickle
 import random
 import signal
+import sys
 import time
 import zlib
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, read_write
 
 from rlzoo.errors import ConfigError
 
@@ -312,7 +315,7 @@ def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | No
         shown = ", ".join(f"{k}={_flat(meta['config']).get(k)!r}" for k in diff[:6])
         raise CheckpointError(f"the checkpoint in {out_dir} was written with {shown}, which this command changes: "
                               f"repeat the run's original settings (overrides: {' '.join(meta.get('overrides', [])) or 'none'})"
-                              " and add hydra.run.dir=... resume=true")
+                              f" and add hydra.run.dir={out_dir} resume=true")
     check_csvs(out_dir, meta["csv"], payload["step"])
     return payload
 
@@ -402,3 +405,34 @@ def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
                               f"{str(e).splitlines()[0][:160] if str(e) else ''}): start a new run instead") from None
     truncate_csvs(out_dir, meta["csv"])
     return state, meta
+
+
+# -- the run directory, before Hydra writes to it ------------------------------------------------------------
+def _writable_or_exit(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".rlzoo-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        print(f"rlzoo: error: cannot write to the output directory {directory} ({e.strerror or e}): choose a "
+              "writable one with hydra.run.dir=<dir> (or hydra.sweep.dir=<dir> with -m)", file=sys.stderr)
+        sys.exit(2)
+
+
+class RunDirGuard(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml), called before Hydra writes anything:
+    an output directory that cannot be written ends with one sentence instead of a traceback, and a launch
+    into a directory that already holds a run (``resume=true``, or a refused attempt) writes its Hydra files
+    to ``.hydra/launch-<time>/`` instead of overwriting the run's own ``.hydra/*.yaml``."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        out = Path(str(config.hydra.run.dir))
+        _writable_or_exit(out)
+        sub = config.hydra.output_subdir
+        if sub is not None and (out / str(sub) / "config.yaml").exists():
+            with read_write(config.hydra):
+                config.hydra.output_subdir = f"{sub}/launch-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _writable_or_exit(Path(str(config.hydra.sweep.dir)))

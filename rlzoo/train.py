@@ -47,6 +47,12 @@ def _num(cfg: DictConfig, key: str, *, integer: bool = False, low=None, high=Non
 
 def validate(cfg: DictConfig) -> None:
     """Fail before training, with one sentence, on values that cannot work."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = " (e.g. env=gym env.id=Acrobot-v1)" if "env.id" in missing else ""
+        raise ConfigError(f"{', '.join(missing)} must be given a value on the command line{example}")
+    if OmegaConf.select(cfg, "env.max_episode_steps") is not None:
+        _num(cfg, "env.max_episode_steps", integer=True, low=1)
     _num(cfg, "seed", integer=True, low=0)
     _num(cfg, "n_seeds", integer=True, low=1)
     total = _num(cfg, "total_steps", integer=True, low=1)
@@ -188,6 +194,7 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
             state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
             log.info("resumed %s at step %d of %d (environments %s)", out_dir, state.step, cfg.total_steps,
                      "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
+            ckpt.saved_step = state.step  # a finished run resumed again has nothing to do or rewrite
         ckpt.schedule_after(state.step if state else 0)
         with ckpt.signals():
             state = loop.run(parts["envs"], parts["eval_envs"], parts["agent"], parts["replay"], parts["target_sync"],
