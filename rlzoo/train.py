@@ -63,6 +63,8 @@ def validate(cfg: DictConfig) -> None:
     _num(cfg, "train_freq", integer=True, low=1)
     _num(cfg, "lr", low=0, low_open=True)
     _num(cfg, "gamma", low=0, high=1)
+    if cfg.get("eps_decay_steps") is not None:
+        _num(cfg, "eps_decay_steps", integer=True, low=0)
     for key in ("eps_start", "eps_end", "eps_decay_fraction", "eval_epsilon"):
         _num(cfg, key, low=0, high=1)
     _num(cfg, "eval_every", integer=True, low=0)
@@ -168,7 +170,10 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
     replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
     target_sync = make(cfg.target_sync)
     logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
-    schedule = LinearSchedule(cfg.eps_start, cfg.eps_end, int(cfg.eps_decay_fraction * cfg.total_steps))
+    decay_steps = cfg.get("eps_decay_steps")
+    if decay_steps is None:
+        decay_steps = int(cfg.eps_decay_fraction * cfg.total_steps)
+    schedule = LinearSchedule(cfg.eps_start, cfg.eps_end, int(decay_steps))
     return dict(envs=envs, eval_envs=eval_envs, spec=spec, agent=agent, replay=replay, target_sync=target_sync,
                 logger=logger, schedule=schedule, seeds=seeds, device=device, clip_rewards=clip_rewards)
 
