@@ -1,0 +1,100 @@
+"""Overestimation (van Hasselt et al. 2016, Figure 3 in spirit): the agent's value estimate vs the
+true discounted return over training, per algorithm.
+
+Top row: ``q_estimate`` (mean max_a Q(s, a) over the states of a training episode, solid) and
+``mc_return`` (the mean discounted return actually obtained from those states, dashed). Bottom row:
+the gap ``q_estimate - mc_return`` (> 0: overestimation). Means over seeds with 95% bootstrap bands;
+each seed's episodes are averaged in equal-width step bins.
+
+Example::
+
+    python -m analysis.plot_overestimation results/sweeps/<time> --labels dqn double_dqn --out figures/overestimation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis.common import add_common_args, label_order, save_figure, select, setup_warnings  # noqa: E402
+from analysis.load import load_returns  # noqa: E402
+from analysis.stats import bin_curves, mean_ci  # noqa: E402
+from analysis.summary import fmt_ci, overestimation_gaps  # noqa: E402
+
+KEYS = ("env", "label", "unit")
+
+
+def overestimation_data(df: pd.DataFrame, points: int = 40) -> pd.DataFrame:
+    """Binned per-seed curves of q_estimate, mc_return and gap (long format: column ``quantity``)."""
+    d = df[df["phase"] == "train"].dropna(subset=["q_estimate", "mc_return"]).copy()
+    d["gap"] = d["q_estimate"] - d["mc_return"]
+    parts = []
+    for env, g in d.groupby("env"):
+        for q in ("q_estimate", "mc_return", "gap"):
+            b = bin_curves(g, points, y=q, by=KEYS, max_step=float(g["step"].max()))
+            parts.append(b.rename(columns={q: "value"}).assign(quantity=q))
+    if not parts:
+        return pd.DataFrame(columns=[*KEYS, "step", "value", "quantity"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def plot_overestimation(df: pd.DataFrame, points: int = 40, labels=None, ci: float = 95, n_boot: int = 1000):
+    data = overestimation_data(df, points)
+    if data.empty:
+        raise SystemExit("plot_overestimation: error: no training rows with q_estimate and mc_return "
+                         "(runs need log_q_estimates=true)")
+    order = label_order(data, labels)
+    envs = sorted(data["env"].unique())
+    fig, axes = plt.subplots(2, len(envs), figsize=(4.6 * len(envs), 6.4), squeeze=False, sharex="col")
+    band = dict(errorbar=("ci", ci), n_boot=n_boot, seed=0)
+    for j, env in enumerate(envs):
+        e = data[data["env"] == env]
+        top = e[e["quantity"] != "gap"].replace({"quantity": {"q_estimate": "estimate", "mc_return": "true return"}})
+        sns.lineplot(data=top, x="step", y="value", hue="label", hue_order=order, style="quantity",
+                     style_order=["estimate", "true return"], ax=axes[0, j], legend=j == len(envs) - 1, **band)
+        sns.lineplot(data=e[e["quantity"] == "gap"], x="step", y="value", hue="label", hue_order=order,
+                     ax=axes[1, j], legend=False, **band)
+        axes[1, j].axhline(0.0, color="0.5", lw=0.8, ls=":")
+        axes[0, j].set(title=env, ylabel="value (discounted)" if j == 0 else "")
+        axes[1, j].set(xlabel="environment steps", ylabel="estimate − true return" if j == 0 else "")
+    if axes[0, -1].get_legend() is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig, data
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.plot_overestimation", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--points", type=int, default=40, help="step bins per environment")
+    p.add_argument("--gap-from", type=float, default=0.5,
+                   help="the printed mean gap covers training episodes after this fraction of each seed's run")
+    p.add_argument("--ci", type=float, default=95)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--out", default="figures/overestimation", help="output path without extension")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    args = p.parse_args(argv)
+    setup_warnings()
+    df = select(load_returns(args.paths, args.label_keys), args.labels, args.envs)
+    fig, _ = plot_overestimation(df, args.points, args.labels, args.ci, args.n_boot)
+    for path in save_figure(fig, args.out, args.formats):
+        print(path)
+    plt.close(fig)
+    gaps = overestimation_gaps(df, args.gap_from)
+    print(f"\n| env | algorithm | seeds | estimate | true return | gap [95% CI] |\n|---|---|---|---|---|---|")
+    for (env, label), g in gaps.groupby(["env", "label"]):
+        print(f"| {env} | {label} | {len(g)} | {g['q_estimate'].mean():.2f} | {g['mc_return'].mean():.2f} | "
+              f"{fmt_ci(*mean_ci(g['gap'].to_numpy()), digits=2)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
