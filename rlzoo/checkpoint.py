@@ -37,7 +37,9 @@ FORMAT, VERSION = "rlzoo-checkpoint", 1
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
 RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "torch_threads", "nan_check")
 CSV_FILES = ("returns.csv", "metrics.csv")
-_ND, _BITGEN = "__ndarray__", "__bitgen__"
+_ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
+COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
+CHUNK_BYTES = 1 << 24  # ... in chunks of 16 MiB
 
 
 class CheckpointError(ConfigError):
@@ -65,6 +67,8 @@ def to_plain(x):
         return {_BITGEN: x.bit_generator.state}
     if isinstance(x, torch.Tensor):
         x = x.detach()
+        if x.dtype == torch.uint8 and x.numel() > COMPRESS_BYTES:
+            return _compress(x)
         return x.clone() if x.untyped_storage().nbytes() != x.numel() * x.element_size() else x
     if isinstance(x, dict):
         return {k: to_plain(v) for k, v in x.items()}
@@ -79,10 +83,29 @@ def from_plain(x):
             return x[_ND].numpy()
         if set(x) == {_BITGEN}:
             return generator_from_state(x[_BITGEN])
+        if set(x) == {_ZLIB, "shape"}:
+            return _decompress(x)
         return {k: from_plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return type(x)(from_plain(v) for v in x)
     return x
+
+
+def _compress(x: torch.Tensor) -> dict:
+    """Pixel replay memories are mostly background: zlib level 1 shrinks them many times at ~100s of MB/s."""
+    flat = x.cpu().contiguous().view(-1).numpy()
+    chunks = [zlib.compress(flat[i:i + CHUNK_BYTES].tobytes(), 1) for i in range(0, flat.size, CHUNK_BYTES)]
+    return {_ZLIB: [torch.frombuffer(bytearray(c), dtype=torch.uint8) for c in chunks], "shape": list(x.shape)}
+
+
+def _decompress(x: dict) -> torch.Tensor:
+    out = np.empty(math.prod(x["shape"]), dtype=np.uint8)
+    pos = 0
+    for chunk in x[_ZLIB]:
+        data = zlib.decompress(chunk.numpy().tobytes())
+        out[pos:pos + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        pos += len(data)
+    return torch.from_numpy(out).view(*x["shape"])
 
 
 def generator_from_state(state: dict) -> np.random.Generator:

@@ -173,3 +173,21 @@ def test_sigterm_to_the_cli_checkpoints_and_the_resumed_run_equals_a_straight_on
     same_results(tmp_path / "straight", run_dir)
     final = checkpoint.read(run_dir / checkpoint.FILENAME)
     same_weights(straight["agent"].state_dict(), checkpoint.from_plain(final["agent"]))
+
+
+def test_an_env_whose_state_cannot_be_saved_restarts_its_episodes_on_resume(tmp_path, signal_at):
+    """MinAtar's game object is not plain data: resume restarts the running episodes (documented) and goes on,
+    without duplicated or lost CSV rows up to the checkpoint."""
+    args = ["+experiment=minatar", "total_steps=900", "learning_starts=100", "buffer_size=1000", "log_every=100",
+            "checkpoint_every=400", "eval_every=0", "progress=false"]
+    disarm = signal_at(400)
+    with pytest.raises(checkpoint.RunStopped):
+        train(make_cfg(*args), tmp_path, "dqn")
+    disarm()
+    before = read_rows(tmp_path / "metrics.csv")
+    assert not checkpoint.from_plain(checkpoint.read(tmp_path / checkpoint.FILENAME)["envs"])["exact"]
+    parts = train(make_cfg(*args, "resume=true"), tmp_path, "dqn")
+    after = read_rows(tmp_path / "metrics.csv")
+    assert after[:len(before)] == before
+    assert [int(r["step"]) for r in after] == list(range(100, 901, 100))
+    assert parts["state"].step == 900 and parts["agent"].updates == (900 - 100) // 1 + 1

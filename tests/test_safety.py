@@ -93,3 +93,15 @@ def test_a_nan_loss_stops_the_run_at_the_first_update(tmp_path):
     # Rows written before the stop stay; with the check off the run writes the nonsense it is asked to.
     state = run_poisoned(tmp_path / "off", nan_check=False)
     assert state.step == 300 and torch.isnan(state.metrics["loss"][1])
+
+
+def test_large_uint8_stores_are_compressed_and_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "COMPRESS_BYTES", 1000)
+    frames = torch.zeros((2, 50, 84, 84), dtype=torch.uint8)
+    frames[1, 7, 10:20, 30:40] = 200  # a mostly blank screen, as in a pixel replay
+    plain = checkpoint.to_plain({"frames": frames, "small": torch.ones(10, dtype=torch.uint8)})
+    assert "__zlib__" in plain["frames"] and isinstance(plain["small"], torch.Tensor)
+    checkpoint.write_atomic(plain, tmp_path / "c.pt")
+    assert (tmp_path / "c.pt").stat().st_size < frames.numel() / 20
+    back = checkpoint.from_plain(torch.load(tmp_path / "c.pt", weights_only=True))
+    assert torch.equal(back["frames"], frames)
