@@ -31,9 +31,11 @@ from analysis.summary import fmt_ci, overestimation_gaps  # noqa: E402
 KEYS = ("env", "label", "unit")
 
 
-def overestimation_data(df: pd.DataFrame, points: int = 40) -> pd.DataFrame:
+def overestimation_data(df: pd.DataFrame, points: int = 40, exclude_length: int | None = None) -> pd.DataFrame:
     """Binned per-seed curves of q_estimate, mc_return and gap (long format: column ``quantity``)."""
     d = df[df["phase"] == "train"].dropna(subset=["q_estimate", "mc_return"]).copy()
+    if exclude_length:
+        d = d[d["length"] < exclude_length]
     d["gap"] = d["q_estimate"] - d["mc_return"]
     parts = []
     for env, g in d.groupby("env"):
@@ -45,8 +47,9 @@ def overestimation_data(df: pd.DataFrame, points: int = 40) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def plot_overestimation(df: pd.DataFrame, points: int = 40, labels=None, ci: float = 95, n_boot: int = 1000):
-    data = overestimation_data(df, points)
+def plot_overestimation(df: pd.DataFrame, points: int = 40, labels=None, ci: float = 95, n_boot: int = 1000,
+                        exclude_length: int | None = None):
+    data = overestimation_data(df, points, exclude_length)
     if data.empty:
         raise SystemExit("plot_overestimation: error: no training rows with q_estimate and mc_return "
                          "(runs need log_q_estimates=true)")
@@ -77,6 +80,9 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=40, help="step bins per environment")
     p.add_argument("--gap-from", type=float, default=0.5,
                    help="the printed mean gap covers training episodes after this fraction of each seed's run")
+    p.add_argument("--exclude-length", type=int, default=None, metavar="L",
+                   help="leave out training episodes of length >= L: episodes cut by a time limit (500 on "
+                        "CartPole), whose true return lacks the rewards after the cut")
     p.add_argument("--ci", type=float, default=95)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", default="figures/overestimation", help="output path without extension")
@@ -84,11 +90,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_warnings()
     df = select(load_returns(args.paths, args.label_keys), args.labels, args.envs)
-    fig, _ = plot_overestimation(df, args.points, args.labels, args.ci, args.n_boot)
+    fig, _ = plot_overestimation(df, args.points, args.labels, args.ci, args.n_boot, args.exclude_length)
     for path in save_figure(fig, args.out, args.formats):
         print(path)
     plt.close(fig)
-    gaps = overestimation_gaps(df, args.gap_from)
+    gaps = overestimation_gaps(df, args.gap_from, args.exclude_length)
     print(f"\n| env | algorithm | seeds | estimate | true return | gap [95% CI] |\n|---|---|---|---|---|---|")
     for (env, label), g in gaps.groupby(["env", "label"]):
         print(f"| {env} | {label} | {len(g)} | {g['q_estimate'].mean():.2f} | {g['mc_return'].mean():.2f} | "

@@ -55,10 +55,16 @@ def final_scores(df: pd.DataFrame, last_evals: int = 1, last_train: int = 10) ->
     return pd.DataFrame(rows)
 
 
-def overestimation_gaps(df: pd.DataFrame, gap_from: float = 0.5) -> pd.DataFrame:
+def overestimation_gaps(df: pd.DataFrame, gap_from: float = 0.5, exclude_length: int | None = None) -> pd.DataFrame:
     """Per unit: mean of ``q_estimate - mc_return`` over the training episodes that end after
-    ``gap_from`` x the unit's last step (0: the whole run)."""
+    ``gap_from`` x the unit's last step (0: the whole run).
+
+    ``exclude_length``: leave out episodes of at least this length, i.e. those cut by a time limit,
+    whose ``mc_return`` misses the rewards after the cut and so underestimates the true return.
+    """
     d = df[(df["phase"] == "train")].dropna(subset=["q_estimate", "mc_return"])
+    if exclude_length:
+        d = d[d["length"] < exclude_length]
     rows = []
     for (env, label, unit), g in d.groupby(["env", "label", "unit"]):
         late = g[g["step"] >= gap_from * g["step"].max()]
@@ -74,11 +80,11 @@ def fmt_ci(est, lo, hi, digits=1) -> str:
 
 
 def summarize(df: pd.DataFrame, thresholds: dict[str, float] | None = None, last_evals: int = 1,
-              gap_from: float = 0.5, reps: int = 2000, labels=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+              gap_from: float = 0.5, reps: int = 2000, labels=None, exclude_length: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The summary table and the probability-of-improvement table (both tidy DataFrames)."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     finals = final_scores(df, last_evals)
-    gaps = overestimation_gaps(df, gap_from)
+    gaps = overestimation_gaps(df, gap_from, exclude_length)
     order = label_order(df, labels)
     rows = []
     for env in sorted(finals["env"].unique()):
@@ -173,6 +179,8 @@ def main(argv=None) -> int:
                    help="final return = mean over the last this many evaluations of each seed")
     p.add_argument("--gap-from", type=float, default=0.5,
                    help="overestimation gap over training episodes after this fraction of each seed's run")
+    p.add_argument("--exclude-length", type=int, default=None, metavar="L",
+                   help="overestimation gap without episodes of length >= L (time-limit cuts, e.g. 500 on CartPole)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--include-unfinished", action="store_true",
                    help="also summarise seeds that did not reach total_steps")
@@ -184,7 +192,8 @@ def main(argv=None) -> int:
         df = df[df["finished"]]
     if df.empty:
         raise SystemExit("summary: error: no finished runs to summarise (see warnings; --include-unfinished)")
-    table, poi = summarize(df, parse_thresholds(args.threshold), args.last_evals, args.gap_from, args.reps, args.labels)
+    table, poi = summarize(df, parse_thresholds(args.threshold), args.last_evals, args.gap_from, args.reps, args.labels,
+                           args.exclude_length)
     md = to_markdown(table, poi)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
