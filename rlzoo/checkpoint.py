@@ -31,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from rlzoo.errors import ConfigError
+from rlzoo.seeding import EVAL_ENV_OFFSET
 
 FILENAME = "checkpoint.pt"
 FORMAT, VERSION = "rlzoo-checkpoint", 1
@@ -381,6 +382,8 @@ class Checkpointer:
 
     def _on_signal(self, signum, frame):
         if self.signum is not None:  # a second signal: stop now; the last checkpoint is intact
+            print(f"rlzoo: stopped at once by a second {signal.Signals(signum).name}; the last checkpoint "
+                  f"(step {self.saved_step}) is intact", file=sys.stderr)
             raise SystemExit(128 + signum)
         self.signum = signum
         self.next_at = 0  # checkpoint at the end of the current step
@@ -414,7 +417,9 @@ def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
             env = from_plain(payload[key])
             if env["exact"]:
                 load_env_state(parts[key], env)
-            elif key == "envs":  # restart the running episodes (documented as not exact)
+            elif key == "eval_envs":  # re-seed: later evaluations reset them without a seed
+                parts[key].reset(seed=[int(s) + EVAL_ENV_OFFSET + step for s in parts["seeds"]])
+            else:  # restart the running episodes (documented as not exact)
                 state.obs, _ = parts[key].reset(seed=[int(s) + step for s in parts["seeds"]])
                 P = state.population
                 state.ep_return[:], state.ep_length[:] = 0.0, 0
