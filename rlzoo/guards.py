@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -16,7 +17,7 @@ class NonFiniteError(ConfigError):
 def check_finite(metrics: dict[str, torch.Tensor], step: int, seeds: Sequence[int]) -> None:
     """Raise ``NonFiniteError`` naming the step and member if a member's loss or mean Q is NaN or infinite."""
     loss, q = metrics["loss"], metrics["q_mean"]
-    if bool(torch.isfinite(loss + q).all()):
+    if math.isfinite(float((loss + q).sum())):  # one reduction: NaN and inf propagate into the sum
         return
     for name, values in (("loss", loss), ("Q-value", q)):
         bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
