@@ -246,3 +246,27 @@ def test_help(capsys):
         with pytest.raises(SystemExit) as exit_info:
             module.main(["--help"])
         assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+# --- experiment configs --------------------------------------------------------------------------------
+
+EXPERIMENTS = ("algorithms_cartpole", "algorithms_frozenlake", "overestimation_cartpole", "ablations_cartpole",
+               "sync_cartpole")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_configs_compose_for_every_sweep_value(name):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = str(ROOT / "conf")
+    with initialize_config_dir(conf, version_base="1.3"):
+        base = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+        params = OmegaConf.to_container(base.hydra.sweeper.params)
+        assert params and base.n_seeds == 10
+        for key, values in params.items():
+            for value in str(values).split(","):
+                cfg = compose("config", overrides=[f"+experiment={name}", f"{key}={value}"])
+                assert OmegaConf.select(cfg, "agent._target_", default=None), (key, value)
+                if key == "agent" and value == "qtable":
+                    assert cfg.lr == 0.1 and cfg.buffer_size == 1  # the experiment keeps the Q-table's own settings
