@@ -126,7 +126,7 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
     window_t, window_step = start, s.step
     while s.step < total_steps:
         s.step += 1
-        eps = epsilon(s.step)
+        eps = epsilon(s.step) if s.step > learning_starts else 1.0  # uniform random until learning starts
         actions, max_q = epsilon_greedy(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
