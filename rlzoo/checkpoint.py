@@ -20,6 +20,7 @@ import random
 import signal
 import sys
 import time
+import zipfile
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -282,6 +283,9 @@ def write_atomic(payload: dict, path: Path) -> int:
 def read(path: str | os.PathLike) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)``; errors are one sentence."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # rlzoo writes torch's zip format; never unpickle anything else
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a PyTorch zip archive): it is truncated "
+                              "or corrupted, or it is not an rlzoo checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
