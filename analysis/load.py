@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-RETURNS_COLUMNS = ("agent", "env", "seed", "phase", "step", "episode", "return", "length",
+RETURNS_COLUMNS = ("agent", "env", "seed", "phase", "step", "episode", "return", "length", "truncated",
                    "q_estimate", "mc_return", "time")
 METRICS_COLUMNS = ("agent", "env", "seed", "step", "updates", "loss", "q_mean", "grad_norm", "epsilon",
                    "sps", "time")

@@ -147,7 +147,8 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
                 q_est = dict(q_estimate=float(np.mean(s.ep_max_q[i])),
                              mc_return=float(np.mean(discounted_returns(s.ep_rewards[i], gamma))))
             logger.episode(i, phase="train", step=s.step, episode=int(s.episodes[i]), **{"return": float(s.ep_return[i])},
-                           length=int(s.ep_length[i]), time=time.perf_counter() - start, **q_est)
+                           length=int(s.ep_length[i]), truncated=int(truncated[i] and not terminated[i]),
+                           time=time.perf_counter() - start, **q_est)
             s.recent[i] = float(s.ep_return[i])
             s.ep_return[i], s.ep_length[i], s.ep_max_q[i], s.ep_rewards[i] = 0.0, 0, [], []
         s.obs = next_obs

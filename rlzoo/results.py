@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-RETURNS_COLUMNS = ("agent", "env", "seed", "phase", "step", "episode", "return", "length",
+RETURNS_COLUMNS = ("agent", "env", "seed", "phase", "step", "episode", "return", "length", "truncated",
                    "q_estimate", "mc_return", "time")
 METRICS_COLUMNS = ("agent", "env", "seed", "step", "updates", "loss", "q_mean", "grad_norm", "epsilon", "sps", "time")
 
