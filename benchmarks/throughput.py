@@ -8,7 +8,8 @@ Adam lr 2.5e-4, gamma 0.99, epsilon 1 -> 0.05 over half the run; Huber loss and 
 (``log_q_estimates=false``), as SB3 does not.
 
 Prints, per repeat and as medians over repeats, environment steps per second (per agent for
-rlzoo's population: total agent-steps / wall time) and the ratios to SB3.
+rlzoo's population: total agent-steps / wall time) and the ratios to SB3. Every line uses one torch
+thread, except "rlzoo P=10 2thr" (torch_threads=2: the population's batched matmuls on both cores).
 
     python benchmarks/throughput.py                 # 30,000 steps, 3 repeats
     python benchmarks/throughput.py --steps 50000 --repeats 5
@@ -33,14 +34,14 @@ REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_
                  target_every_steps=500, lr=2.5e-4, gamma=0.99, eps_end=0.05, eps_fraction=0.5)
 
 
-def rlzoo_sps(steps: int, n_seeds: int, extra=()) -> float:
+def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1) -> float:
     r = REFERENCE
     overrides = [f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
                  f"batch_size={r['batch']}", f"buffer_size={r['buffer']}", f"learning_starts={r['learning_starts']}",
                  f"train_freq={r['train_freq']}", f"target_sync.every={r['target_every_steps'] // r['train_freq']}",
                  f"lr={r['lr']}", f"gamma={r['gamma']}", f"eps_end={r['eps_end']}", f"eps_decay_fraction={r['eps_fraction']}",
                  "eval_every=0", "log_q_estimates=false", "loss=huber", "max_grad_norm=10", "device=cpu",
-                 "torch_threads=1", *extra]
+                 f"torch_threads={threads}", "checkpoint_every=0"]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as out:
@@ -79,18 +80,19 @@ def main() -> None:
     args = parser.parse_args()
     print(f"CartPole-v1, {args.steps:,} steps per agent, {args.repeats} repeats, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
-    results: dict[str, list[float]] = {"sb3": [], "rlzoo P=1": [], "rlzoo P=10": []}
+    results: dict[str, list[float]] = {"sb3": [], "rlzoo P=1": [], "rlzoo P=10": [], "rlzoo P=10 2thr": []}
     for rep in range(args.repeats):
         if not args.no_sb3:
             results["sb3"].append(sb3_sps(args.steps))
         results["rlzoo P=1"].append(rlzoo_sps(args.steps, 1))
         results["rlzoo P=10"].append(rlzoo_sps(args.steps, 10))
+        results["rlzoo P=10 2thr"].append(rlzoo_sps(args.steps, 10, threads=2))
         print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items() if v), flush=True)
     med = {k: statistics.median(v) for k, v in results.items() if v}
     print("\nmedian agent-steps per second")
     for k, v in med.items():
         ratio = f"  ({v / med['sb3']:.2f}x SB3)" if "sb3" in med and k != "sb3" else ""
-        print(f"  {k:12s} {v:10,.0f}{ratio}")
+        print(f"  {k:15s} {v:10,.0f}{ratio}")
 
 
 if __name__ == "__main__":
