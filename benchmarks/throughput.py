@@ -78,8 +78,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     parser.add_argument("--no-sb3", action="store_true", help="skip the Stable-Baselines3 reference")
     args = parser.parse_args()
-    print(f"CartPole-v1, {args.steps:,} steps per agent, {args.repeats} repeats, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
+    print(f"CartPole-v1, {args.steps:,} steps per agent, {args.repeats} repeats, torch {torch.__version__}")
     results: dict[str, list[float]] = {"sb3": [], "rlzoo P=1": [], "rlzoo P=10": [], "rlzoo P=10 2thr": []}
     for rep in range(args.repeats):
         if not args.no_sb3:
