@@ -34,8 +34,6 @@ KEYS = ("env", "label", "unit")
 def overestimation_data(df: pd.DataFrame, points: int = 40, exclude_length: int | None = None) -> pd.DataFrame:
     """Binned per-seed curves of q_estimate, mc_return and gap (long format: column ``quantity``)."""
     d = df[df["phase"] == "train"].dropna(subset=["q_estimate", "mc_return"]).copy()
-    if "truncated" in d.columns:  # cut by a time limit: mc_return lacks the rewards after the cut
-        d = d[d["truncated"].fillna(0) == 0]
     if exclude_length:
         d = d[d["length"] < exclude_length]
     d["gap"] = d["q_estimate"] - d["mc_return"]

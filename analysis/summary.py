@@ -63,8 +63,6 @@ def overestimation_gaps(df: pd.DataFrame, gap_from: float = 0.5, exclude_length:
     whose ``mc_return`` misses the rewards after the cut and so underestimates the true return.
     """
     d = df[(df["phase"] == "train")].dropna(subset=["q_estimate", "mc_return"])
-    if "truncated" in d.columns:  # cut by a time limit: mc_return lacks the rewards after the cut
-        d = d[d["truncated"].fillna(0) == 0]
     if exclude_length:
         d = d[d["length"] < exclude_length]
     rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -43,6 +44,25 @@ def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
         g = rewards[t] + gamma * g
         out[t] = g
     return out
+
+
+def value_estimate_vs_return(max_q: list[float], rewards: list[float], gamma: float, cut: bool,
+                             tail_weight: float = 0.01) -> dict:
+    """The overestimation measure of one finished episode: the mean of ``max_a Q(s_t, a)`` and the
+    mean Monte-Carlo return ``G_t`` over its states.
+
+    If the episode was ``cut`` by a time limit, ``G_t`` misses the rewards after the cut, weighted by
+    ``gamma ** (T - t)``; only the states where that weight is below ``tail_weight`` are used (none,
+    and both values are NaN, if the episode is shorter than that horizon).
+    """
+    keep = len(rewards)
+    if cut:
+        horizon = math.inf if gamma >= 1.0 else math.ceil(math.log(tail_weight) / math.log(gamma))
+        keep = max(0, len(rewards) - horizon) if horizon != math.inf else 0
+    if keep == 0:
+        return dict(q_estimate=float("nan"), mc_return=float("nan"))
+    return dict(q_estimate=float(np.mean(max_q[:keep])),
+                mc_return=float(np.mean(discounted_returns(rewards, gamma)[:keep])))
 
 
 def true_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
@@ -142,12 +162,10 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
         # for the learner but the env marks real game ends in info["game_over"].
         for i in np.flatnonzero(info.get("game_over", done)):
             s.episodes[i] += 1
-            q_est = {}
-            if log_q_estimates:
-                q_est = dict(q_estimate=float(np.mean(s.ep_max_q[i])),
-                             mc_return=float(np.mean(discounted_returns(s.ep_rewards[i], gamma))))
+            cut = bool(truncated[i] and not terminated[i])
+            q_est = value_estimate_vs_return(s.ep_max_q[i], s.ep_rewards[i], gamma, cut) if log_q_estimates else {}
             logger.episode(i, phase="train", step=s.step, episode=int(s.episodes[i]), **{"return": float(s.ep_return[i])},
-                           length=int(s.ep_length[i]), truncated=int(truncated[i] and not terminated[i]),
+                           length=int(s.ep_length[i]), truncated=int(cut),
                            time=time.perf_counter() - start, **q_est)
             s.recent[i] = float(s.ep_return[i])
             s.ep_return[i], s.ep_length[i], s.ep_max_q[i], s.ep_rewards[i] = 0.0, 0, [], []

@@ -107,3 +107,17 @@ def test_population_cartpole_matches_gymnasium_step_by_step():
                 o, _ = env.reset()
             assert np.array_equal(obs[i], o)
     assert episodes > 100
+
+
+def test_value_estimate_uses_only_states_far_from_a_time_limit_cut():
+    from rlzoo.loop import value_estimate_vs_return
+
+    # terminated: every state counts; G = [1 + 0.5 * 2, 2] = [2, 2]
+    out = value_estimate_vs_return([3.0, 5.0], [1.0, 2.0], 0.5, cut=False)
+    assert out == {"q_estimate": 4.0, "mc_return": 2.0}
+    # cut by a time limit with gamma 0.5: the tail weight 0.5 ** k < 0.01 needs k >= 7 steps, so of an
+    # 8-step episode only the first state counts
+    out = value_estimate_vs_return([9.0] + [0.0] * 7, [1.0] * 8, 0.5, cut=True)
+    assert out["q_estimate"] == 9.0 and out["mc_return"] == pytest.approx(sum(0.5 ** k for k in range(8)))
+    out = value_estimate_vs_return([1.0] * 7, [1.0] * 7, 0.5, cut=True)
+    assert np.isnan(out["q_estimate"]) and np.isnan(out["mc_return"])
