@@ -35,6 +35,11 @@ def plot_curves(df, phases=("eval",), align="auto", points=50, smooth=None, labe
     if data.empty:
         raise SystemExit("plot_curves: error: nothing to plot (no runs, or no rows of the chosen phase)")
     order = label_order(data, labels)
+    # name each line with its number of seeds before plotting, so that the legend is laid out for it
+    seeds = data.groupby("label")["unit"].nunique()
+    named = {lab: f"{lab} (n={seeds[lab]})" for lab in order if lab in seeds}
+    data = data.assign(label=data["label"].map(named).fillna(data["label"]))
+    order = [named.get(lab, lab) for lab in order]
     envs = sorted(data["env"].unique())
     g = sns.relplot(data=data, kind="line", x="step", y="return", hue="label", hue_order=order,
                     col="env", col_order=envs, row="phase" if len(phases) > 1 else None,
@@ -43,10 +48,6 @@ def plot_curves(df, phases=("eval",), align="auto", points=50, smooth=None, labe
     g.set_axis_labels("environment steps", "return")
     g.set_titles(row_template="{row_name}", col_template="{col_name}")
     if g.legend is not None:
-        seeds = data.groupby("label")["unit"].nunique()
-        for text in g.legend.texts:
-            if text.get_text() in seeds:
-                text.set_text(f"{text.get_text()} (n={seeds[text.get_text()]})")
         g.legend.set_title(f"mean, {ci}% CI over seeds")
     if title:
         g.figure.suptitle(title, y=1.03)
