@@ -217,7 +217,7 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
                 f"written to {ckpt.path} ({ckpt.bytes / 1e6:.1f} MB in {ckpt.seconds:.2f} s), CSVs flushed; continue "
                 f"with: python -m rlzoo {resume + ' ' if resume else ''}hydra.run.dir={out_dir} resume=true", ckpt.signum)
         if ckpt.every and ckpt.saved_step != state.step:
-            ckpt.save(state)  # the final state: the trained networks, and a run that can be extended
+            ckpt.save(state)  # the final state: the trained networks, optimizer and replay
     finally:
         parts["logger"].close()
         parts["envs"].close()
