@@ -134,10 +134,7 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
     encoder = ObservationEncoder(spec.obs_shape, num_states=spec.num_states,
                                  scale=spec.obs_scale if spec.obs_scale is not None else
                                  (255.0 if spec.obs_dtype == np.uint8 else None), flatten=not spec.pixels)
-    try:
-        torso = make(cfg.network, in_shape=encoder.out_shape, generators=gens)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    torso = make(cfg.network, in_shape=encoder.out_shape, generators=gens)  # a bad shape: ConfigError
     head = make(head_cfg, in_features=torso.out_features, num_actions=spec.num_actions, generators=gens)
     q_net = QNetwork(encoder, torso, head).to(device)
     optimizer = make(cfg.optimizer, params=q_net.parameters())
