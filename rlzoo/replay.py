@@ -62,6 +62,7 @@ class UniformReplay:
         self._rows = torch.arange(P, device=self.device).unsqueeze(1)
         # On the CPU, write and gather through numpy views of the same memory (no per-call torch overhead).
         self._np = ({k: getattr(self, k).numpy() for k in self._FIELDS} if self.device.type == "cpu" else None)
+        self._np_rows = np.arange(P)[:, None]
         self.pos = 0
         self.size = 0
 
@@ -90,8 +91,7 @@ class UniformReplay:
     def sample(self) -> Batch:
         idx = self.sample_indices()
         if self._np is not None:
-            rows = np.arange(self.population)[:, None]
-            return Batch(*(torch.from_numpy(self._np[k][rows, idx]) for k in self._FIELDS))
+            return Batch(*(torch.from_numpy(self._np[k][self._np_rows, idx]) for k in self._FIELDS))
         idx = torch.from_numpy(idx).to(self.device)
         return Batch(*(getattr(self, k)[self._rows, idx] for k in self._FIELDS))
 
