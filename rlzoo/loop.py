@@ -19,22 +19,22 @@ def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: in
 
     Returns ``(actions [P], max_q [P] or None)``.
     """
-    P = len(rngs)
-    actions = np.zeros(P, dtype=np.int64)
-    explore = np.zeros(P, dtype=bool)
-    for i, rng in enumerate(rngs):
-        if rng.random() < epsilon:
-            explore[i], actions[i] = True, rng.integers(num_actions)
-    if explore.all() and not need_q:
-        return actions, None
+    explore = [rng.random() < epsilon for rng in rngs]
+    if all(explore) and not need_q:
+        return np.array([rng.integers(num_actions) for rng in rngs], dtype=np.int64), None
     q = agent.q_values(obs)  # [P, A]
-    max_q = q.max(axis=1)
-    greedy = q.argmax(axis=1)
-    tied = (q == max_q[:, None]).sum(axis=1) > 1
-    for i in np.flatnonzero(tied & ~explore):
-        greedy[i] = rngs[i].choice(np.flatnonzero(q[i] == max_q[i]))
-    actions[~explore] = greedy[~explore]
-    return actions, max_q
+    # Per member in plain Python: numpy's per-call overhead dominates at one row of a few actions.
+    actions, max_q = [], []
+    for i, row in enumerate(q.tolist()):
+        best = max(row)
+        max_q.append(best)
+        if explore[i]:
+            actions.append(rngs[i].integers(num_actions))
+        elif row.count(best) > 1:
+            actions.append(rngs[i].choice(np.array([a for a, v in enumerate(row) if v == best])))
+        else:
+            actions.append(row.index(best))
+    return np.array(actions, dtype=np.int64), np.array(max_q, dtype=q.dtype)
 
 
 def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:

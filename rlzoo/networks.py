@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +30,10 @@ def member_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 class PopLinear(nn.Module):
     """``P`` independent linear layers applied with one batched matmul.
 
-    Initialised like ``torch.nn.Linear`` (uniform in ``+-1/sqrt(in_features)``), member by member.
+    Initialised like ``torch.nn.Linear`` (uniform in ``+-1/sqrt(in_features)``), member by member, and
+    stored in its layout, ``weight[i]`` being ``[out, in]`` (with MKL on this project's CPU, a batched
+    matmul against the transposed view is 3x faster than against ``[in, out]`` storage when ``out`` is
+    a handful of actions).
     """
 
     def __init__(self, in_features: int, out_features: int, generators: Sequence[torch.Generator]):
@@ -41,11 +45,25 @@ class PopLinear(nn.Module):
         for g in generators:
             weights.append((torch.rand(out_features, in_features, generator=g) * 2 - 1) * bound)
             biases.append((torch.rand(out_features, generator=g) * 2 - 1) * bound)
-        self.weight = nn.Parameter(torch.stack(weights).transpose(1, 2).contiguous())  # [P, in, out]
+        self.weight = nn.Parameter(torch.stack(weights))  # [P, out, in]
         self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))  # [P, 1, out]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [P, B, in] -> [P, B, out]
-        return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
+
+    def np_forward(self, x: np.ndarray) -> np.ndarray:
+        """``forward`` in numpy on views of the (CPU) parameters: ``[P, B, in] -> [P, B, out]``."""
+        # Parameters are read through self._parameters and the views cached in __dict__: nn.Module's
+        # attribute lookup costs as much as the matmul of one observation.
+        weight, bias = self._parameters["weight"], self._parameters["bias"]
+        key = (weight.data_ptr(), bias.data_ptr())
+        cache = self.__dict__.get("_np_views")
+        if cache is None or cache[0] != key:  # first call, or the parameters were moved or replaced
+            cache = (key, weight.detach().numpy().transpose(0, 2, 1), bias.detach().numpy())
+            self.__dict__["_np_views"] = cache
+        out = np.matmul(x, cache[1])
+        out += cache[2]
+        return out
 
 
 class ObservationEncoder(nn.Module):
@@ -76,6 +94,16 @@ class ObservationEncoder(nn.Module):
             x = x.flatten(start_dim=2)
         return x
 
+    def np_forward(self, obs: np.ndarray) -> np.ndarray:
+        if self.num_states is not None:
+            return np.eye(self.num_states, dtype=np.float32)[obs.astype(np.int64, copy=False)]
+        x = obs.astype(np.float32, copy=False)
+        if self.scale is not None:
+            x = x / np.float32(self.scale)
+        if self.flatten:
+            x = x.reshape(*x.shape[:2], -1)
+        return x
+
 
 class MLP(nn.Module):
     """Fully connected torso: ``in -> hidden[0] -> ... -> hidden[-1]`` with ReLU after every layer."""
@@ -95,6 +123,12 @@ class MLP(nn.Module):
             x = F.relu(layer.forward(x))  # .forward: skips nn.Module's hook machinery on the hot path
         return x
 
+    def np_forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.np_forward(x)
+            np.maximum(x, 0.0, out=x)
+        return x
+
 
 class QHead(nn.Module):
     """Plain linear Q head: ``Q(s, .) = W phi(s) + b``."""
@@ -105,6 +139,9 @@ class QHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.q.forward(features)
+
+    def np_forward(self, features: np.ndarray) -> np.ndarray:
+        return self.q.np_forward(features)
 
 
 class DuelingHead(nn.Module):
@@ -136,6 +173,14 @@ class DuelingHead(nn.Module):
         v, a = self.streams(features)
         return v + a - a.mean(dim=-1, keepdim=True)
 
+    def np_forward(self, features: np.ndarray) -> np.ndarray:
+        v_in = a_in = features
+        if self.hidden:
+            v_in = np.maximum(self.value_hidden.np_forward(features), 0.0)
+            a_in = np.maximum(self.adv_hidden.np_forward(features), 0.0)
+        v, a = self.value.np_forward(v_in), self.advantage.np_forward(a_in)
+        return v + a - a.mean(axis=-1, keepdims=True)
+
 
 class QNetwork(nn.Module):
     """``encoder -> torso -> head``; maps ``[P, B, *obs_shape]`` to ``[P, B, A]``."""
@@ -148,6 +193,18 @@ class QNetwork(nn.Module):
         # Calling .forward directly skips nn.Module.__call__'s hook dispatch (no hooks are used here);
         # at one observation per step that dispatch costs as much as the small matmuls themselves.
         return self.head.forward(self.torso.forward(self.encoder.forward(obs)))
+
+    @property
+    def supports_numpy(self) -> bool:
+        """Whether ``np_forward`` is available: every part has one and the parameters are on the CPU."""
+        parts = (self.encoder, self.torso, self.head)
+        return all(hasattr(m, "np_forward") for m in parts) and all(p.device.type == "cpu" for p in self.parameters())
+
+    def np_forward(self, obs: np.ndarray) -> np.ndarray:
+        """``forward`` computed with numpy on views of the CPU parameters, without autograd or torch's
+        per-operation dispatch: for acting, where the batch is one observation per member and that
+        dispatch costs far more than the arithmetic. Same values as ``forward`` to float32 rounding."""
+        return self.head.np_forward(self.torso.np_forward(self.encoder.np_forward(obs)))
 
 
 class PopConv2d(nn.Module):

@@ -173,7 +173,7 @@ def reference_cnn(torso, member: int) -> nn.Sequential:
     layers.append(nn.Flatten())
     for fc in torso.fcs:
         lin = nn.Linear(fc.in_features, fc.out_features)
-        lin.weight.data.copy_(fc.weight[member].T), lin.bias.data.copy_(fc.bias[member, 0])
+        lin.weight.data.copy_(fc.weight[member]), lin.bias.data.copy_(fc.bias[member, 0])
         layers += [lin, nn.ReLU()]
     return nn.Sequential(*layers)
 
@@ -193,7 +193,7 @@ def test_cnn_torso_equals_per_member_torch_cnns(cls, shape, out):
 def test_nature_cnn_layer_sizes_and_torch_default_init_range():
     torso = NatureCNN((4, 84, 84), member_generators([0]))
     assert [tuple(c.weight.shape[1:]) for c in torso.convs] == [(32, 4, 8, 8), (64, 32, 4, 4), (64, 64, 3, 3)]
-    assert torso.fcs[0].weight.shape == (1, 64 * 7 * 7, 512)
+    assert torso.fcs[0].weight.shape == (1, 512, 64 * 7 * 7)
     for c in torso.convs:
         bound = 1 / math.sqrt(c.weight[0, 0].numel())
         assert c.weight.abs().max() <= bound and c.weight.abs().max() > 0.9 * bound
