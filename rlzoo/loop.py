@@ -17,11 +17,16 @@ def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: in
     breaking ties between equal Q-values uniformly at random; every draw comes from the member's own
     generator. The Q-network is evaluated only if some member acts greedily or ``need_q`` is set.
 
+    One uniform ``u`` per member and step decides both: the member explores if ``u < epsilon``, and
+    then takes action ``floor(u / epsilon * num_actions)``, uniform over the actions given ``u < epsilon``.
+
     Returns ``(actions [P], max_q [P] or None)``.
     """
-    explore = [rng.random() < epsilon for rng in rngs]
+    u = [rng.random() for rng in rngs]
+    scale, last = (num_actions / epsilon if epsilon > 0 else 0.0), num_actions - 1
+    explore = [x < epsilon for x in u]
     if all(explore) and not need_q:
-        return np.array([rng.integers(num_actions) for rng in rngs], dtype=np.int64), None
+        return np.array([min(int(x * scale), last) for x in u], dtype=np.int64), None
     q = agent.q_values(obs)  # [P, A]
     # Per member in plain Python: numpy's per-call overhead dominates at one row of a few actions.
     actions, max_q = [], []
@@ -29,7 +34,7 @@ def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: in
         best = max(row)
         max_q.append(best)
         if explore[i]:
-            actions.append(rngs[i].integers(num_actions))
+            actions.append(min(int(u[i] * scale), last))
         elif row.count(best) > 1:
             actions.append(rngs[i].choice(np.array([a for a, v in enumerate(row) if v == best])))
         else:
@@ -65,13 +70,13 @@ def value_estimate_vs_return(max_q: list[float], rewards: list[float], gamma: fl
                 mc_return=float(np.mean(discounted_returns(rewards, gamma)[:keep])))
 
 
-def true_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
-    """With same-step autoreset, finished members already show their next episode's first
-    observation; put their real last observation back for the replay memory."""
-    if not done.any():
+def true_next_obs(next_obs: np.ndarray, done_members: np.ndarray, info: dict) -> np.ndarray:
+    """With same-step autoreset, finished members (indices ``done_members``) already show their next
+    episode's first observation; put their real last observation back for the replay memory."""
+    if not len(done_members):
         return next_obs
     real = next_obs.copy()
-    for i in np.flatnonzero(done):
+    for i in done_members:
         real[i] = info["final_obs"][i]
     return real
 
@@ -149,7 +154,7 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
         eps = epsilon(s.step) if s.step > learning_starts else 1.0  # uniform random until learning starts
         actions, max_q = epsilon_greedy(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
-        done = terminated | truncated
+        done = np.flatnonzero(terminated | truncated)
         learn_reward = np.sign(reward) if clip_rewards else reward
         replay.add(s.obs, actions, learn_reward, true_next_obs(next_obs, done, info), terminated, truncated)
         s.ep_return += reward
@@ -160,7 +165,7 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
                 s.ep_rewards[i].append(float(learn_reward[i]))
         # An episode in returns.csv is a whole game: with episodic life (Atari) a lost life is terminal
         # for the learner but the env marks real game ends in info["game_over"].
-        for i in np.flatnonzero(info.get("game_over", done)):
+        for i in (np.flatnonzero(info["game_over"]) if "game_over" in info else done):
             s.episodes[i] += 1
             cut = bool(truncated[i] and not terminated[i])
             q_est = value_estimate_vs_return(s.ep_max_q[i], s.ep_rewards[i], gamma, cut) if log_q_estimates else {}
