@@ -41,7 +41,7 @@ def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1) -> float:
                  f"train_freq={r['train_freq']}", f"target_sync.every={r['target_every_steps'] // r['train_freq']}",
                  f"lr={r['lr']}", f"gamma={r['gamma']}", f"eps_end={r['eps_end']}", f"eps_decay_fraction={r['eps_fraction']}",
                  "eval_every=0", "log_q_estimates=false", "loss=huber", "max_grad_norm=10", "device=cpu",
-                 f"torch_threads={threads}", "checkpoint_every=0"]
+                 f"threads={threads}", "checkpoint_every=0"]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as out:

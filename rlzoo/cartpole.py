@@ -37,13 +37,34 @@ class CartPolePopulation(VectorEnv):
         self.single_action_space = spaces.Discrete(2)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.state = np.zeros((self.num_envs, 4))
-        self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._s = [[0.0] * 4 for _ in range(self.num_envs)]  # per member [x, x_dot, theta, theta_dot]
+        self._elapsed = [0] * self.num_envs
         self.rngs = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
 
+    # The state lives in Python lists: the step is plain float arithmetic member by member, which for
+    # populations of up to a few dozen members is faster than numpy on arrays this small, and is the
+    # exact arithmetic of gymnasium's CartPole. These views are for checkpoints and tests.
+    @property
+    def state(self) -> np.ndarray:
+        """``[P, 4]`` float64: x, x_dot, theta, theta_dot per member (a copy)."""
+        return np.array(self._s, dtype=np.float64).reshape(self.num_envs, 4)
+
+    @state.setter
+    def state(self, value) -> None:
+        self._s = np.asarray(value, dtype=np.float64).reshape(self.num_envs, 4).tolist()
+
+    @property
+    def elapsed(self) -> np.ndarray:
+        """Steps into the running episode per member (a copy)."""
+        return np.array(self._elapsed, dtype=np.int64)
+
+    @elapsed.setter
+    def elapsed(self, value) -> None:
+        self._elapsed = [int(v) for v in np.asarray(value).reshape(self.num_envs)]
+
     def _reset_member(self, i: int) -> None:
-        self.state[i] = self.rngs[i].uniform(low=-0.05, high=0.05, size=(4,))
-        self.elapsed[i] = 0
+        self._s[i] = self.rngs[i].uniform(low=-0.05, high=0.05, size=(4,)).tolist()
+        self._elapsed[i] = 0
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
@@ -51,41 +72,38 @@ class CartPolePopulation(VectorEnv):
             self.rngs = [seeding.np_random(s)[0] for s in seeds]
         for i in range(self.num_envs):
             self._reset_member(i)
-        return self.state.astype(np.float32), {}
+        return np.array(self._s, dtype=np.float32), {}
 
     def step(self, actions):
-        # Plain Python floats, member by member: for populations of up to a few dozen members this is
-        # faster than numpy on arrays this small, and it is the exact arithmetic of gymnasium's CartPole.
-        obs = np.empty((self.num_envs, 4), dtype=np.float32)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = np.zeros(self.num_envs, dtype=bool)
+        P = self.num_envs
+        actions = actions.tolist() if isinstance(actions, np.ndarray) else list(actions)
+        terminated, truncated = [False] * P, [False] * P
         final = None
-        state = self.state
-        for i in range(self.num_envs):
-            x, x_dot, theta, theta_dot = state[i].tolist()
+        for i in range(P):
+            x, x_dot, theta, theta_dot = self._s[i]
             force = FORCE_MAG if actions[i] == 1 else -FORCE_MAG
             costheta, sintheta = math.cos(theta), math.sin(theta)
             temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sintheta) / TOTAL_MASS
             thetaacc = (GRAVITY * sintheta - costheta * temp) / (
                 LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS))
             xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS
-            new = (x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc)
-            state[i] = new
-            obs[i] = new
-            self.elapsed[i] += 1
+            new = [x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc]
+            self._elapsed[i] += 1
             if new[0] < -X_THRESHOLD or new[0] > X_THRESHOLD or new[2] < -THETA_THRESHOLD or new[2] > THETA_THRESHOLD:
                 terminated[i] = True
-            elif self.elapsed[i] >= self.max_episode_steps:
+            elif self._elapsed[i] >= self.max_episode_steps:
                 truncated[i] = True
             else:
+                self._s[i] = new
                 continue
             if final is None:
-                final = np.empty(self.num_envs, dtype=object)
-            final[i] = obs[i].copy()
+                final = np.empty(P, dtype=object)
+            final[i] = np.array(new, dtype=np.float32)
             self._reset_member(i)
-            obs[i] = state[i]
+        obs = np.array(self._s, dtype=np.float32)
+        terminated, truncated = np.array(terminated), np.array(truncated)
         info = {} if final is None else {"final_obs": final, "_final_obs": terminated | truncated}
-        return obs, np.ones(self.num_envs), terminated, truncated, info
+        return obs, np.ones(P), terminated, truncated, info
 
     def close_extras(self, **kwargs):
         pass

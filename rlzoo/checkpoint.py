@@ -35,9 +35,9 @@ from rlzoo.errors import ConfigError
 from rlzoo.seeding import EVAL_ENV_OFFSET
 
 FILENAME = "checkpoint.pt"
-FORMAT, VERSION = "rlzoo-checkpoint", 1
+FORMAT, VERSION = "rlzoo-checkpoint", 2  # 2: PopLinear weights stored [P, out, in]
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
-RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "torch_threads", "nan_check")
+RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "cpu_numpy", "nan_check")
 CSV_FILES = ("returns.csv", "metrics.csv")
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
 COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
@@ -184,8 +184,8 @@ def _set_attrs(obj, state: dict) -> None:
 
 def load_env_state(envs, state: dict) -> None:
     if state["kind"] == "cartpole":
-        envs.state[...] = state["state"]
-        envs.elapsed[...] = state["elapsed"]
+        envs.state = state["state"]
+        envs.elapsed = state["elapsed"]
         envs.rngs = list(state["rngs"])
     else:
         _set_attrs(envs, state["vector"])

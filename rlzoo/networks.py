@@ -51,19 +51,32 @@ class PopLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [P, B, in] -> [P, B, out]
         return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
 
-    def np_forward(self, x: np.ndarray) -> np.ndarray:
-        """``forward`` in numpy on views of the (CPU) parameters: ``[P, B, in] -> [P, B, out]``."""
-        # Parameters are read through self._parameters and the views cached in __dict__: nn.Module's
-        # attribute lookup costs as much as the matmul of one observation.
+    def _np_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """numpy views ``(weight [P, out, in], bias [P, 1, out])`` of the (CPU) parameters."""
+        # Read through self._parameters and cached in __dict__: nn.Module's attribute lookup costs as
+        # much as the matmul of one observation.
         weight, bias = self._parameters["weight"], self._parameters["bias"]
         key = (weight.data_ptr(), bias.data_ptr())
         cache = self.__dict__.get("_np_views")
         if cache is None or cache[0] != key:  # first call, or the parameters were moved or replaced
-            cache = (key, weight.detach().numpy().transpose(0, 2, 1), bias.detach().numpy())
+            cache = (key, weight.detach().numpy(), bias.detach().numpy())
             self.__dict__["_np_views"] = cache
-        out = np.matmul(x, cache[1])
-        out += cache[2]
+        return cache[1], cache[2]
+
+    def np_forward(self, x: np.ndarray) -> np.ndarray:
+        """``forward`` in numpy on views of the (CPU) parameters: ``[P, B, in] -> [P, B, out]``."""
+        weight, bias = self._np_params()
+        out = np.matmul(x, weight.transpose(0, 2, 1))
+        out += bias
         return out
+
+    def np_backward(self, x: np.ndarray, grad_out: np.ndarray, grads: list, input_grad: bool = True):
+        """Backward pass of ``np_forward`` at input ``x``: appends ``(parameter, gradient)`` for the weight
+        and the bias to ``grads`` and returns the gradient with respect to ``x`` (``None`` if not asked)."""
+        weight, _ = self._np_params()
+        grads.append((self._parameters["weight"], np.matmul(grad_out.transpose(0, 2, 1), x)))
+        grads.append((self._parameters["bias"], grad_out.sum(axis=1, keepdims=True)))
+        return np.matmul(grad_out, weight) if input_grad else None
 
 
 class ObservationEncoder(nn.Module):
@@ -129,6 +142,24 @@ class MLP(nn.Module):
             np.maximum(x, 0.0, out=x)
         return x
 
+    def np_train_forward(self, x: np.ndarray):
+        """``(output, context for np_backward)``."""
+        context = []
+        for layer in self.layers:
+            h = layer.np_forward(x)
+            np.maximum(h, 0.0, out=h)
+            context.append((x, h))
+            x = h
+        return x, context
+
+    def np_backward(self, context, grad_out: np.ndarray, grads: list, input_grad: bool = True):
+        g = grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            x, h = context[i]
+            g = g * (h > 0)  # ReLU
+            g = self.layers[i].np_backward(x, g, grads, input_grad=input_grad or i > 0)
+        return g
+
 
 class QHead(nn.Module):
     """Plain linear Q head: ``Q(s, .) = W phi(s) + b``."""
@@ -142,6 +173,12 @@ class QHead(nn.Module):
 
     def np_forward(self, features: np.ndarray) -> np.ndarray:
         return self.q.np_forward(features)
+
+    def np_train_forward(self, features: np.ndarray):
+        return self.q.np_forward(features), features
+
+    def np_backward(self, context, grad_out: np.ndarray, grads: list, input_grad: bool = True):
+        return self.q.np_backward(context, grad_out, grads, input_grad)
 
 
 class DuelingHead(nn.Module):
@@ -174,12 +211,26 @@ class DuelingHead(nn.Module):
         return v + a - a.mean(dim=-1, keepdim=True)
 
     def np_forward(self, features: np.ndarray) -> np.ndarray:
+        return self.np_train_forward(features)[0]
+
+    def np_train_forward(self, features: np.ndarray):
         v_in = a_in = features
         if self.hidden:
             v_in = np.maximum(self.value_hidden.np_forward(features), 0.0)
             a_in = np.maximum(self.adv_hidden.np_forward(features), 0.0)
         v, a = self.value.np_forward(v_in), self.advantage.np_forward(a_in)
-        return v + a - a.mean(axis=-1, keepdims=True)
+        return v + a - a.mean(axis=-1, keepdims=True), (features, v_in, a_in)
+
+    def np_backward(self, context, grad_out: np.ndarray, grads: list, input_grad: bool = True):
+        features, v_in, a_in = context
+        grad_v = grad_out.sum(axis=-1, keepdims=True)  # dQ/dV = 1 for every action
+        grad_a = grad_out - grad_out.mean(axis=-1, keepdims=True)  # dQ_a/dA_b = [a == b] - 1/|A|
+        grad_v_in = self.value.np_backward(v_in, grad_v, grads, input_grad or bool(self.hidden))
+        grad_a_in = self.advantage.np_backward(a_in, grad_a, grads, input_grad or bool(self.hidden))
+        if self.hidden:
+            grad_v_in = self.value_hidden.np_backward(features, grad_v_in * (v_in > 0), grads, input_grad)
+            grad_a_in = self.adv_hidden.np_backward(features, grad_a_in * (a_in > 0), grads, input_grad)
+        return grad_v_in + grad_a_in if input_grad else None
 
 
 class QNetwork(nn.Module):
@@ -196,15 +247,34 @@ class QNetwork(nn.Module):
 
     @property
     def supports_numpy(self) -> bool:
-        """Whether ``np_forward`` is available: every part has one and the parameters are on the CPU."""
+        """Whether the numpy passes are available: every part has them (the MLP torso and both heads do,
+        the CNN torsos do not) and the parameters are float32 on the CPU."""
         parts = (self.encoder, self.torso, self.head)
-        return all(hasattr(m, "np_forward") for m in parts) and all(p.device.type == "cpu" for p in self.parameters())
+        return (all(hasattr(m, "np_forward") for m in parts)
+                and all(hasattr(m, "np_backward") for m in (self.torso, self.head))
+                and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in self.parameters()))
 
     def np_forward(self, obs: np.ndarray) -> np.ndarray:
         """``forward`` computed with numpy on views of the CPU parameters, without autograd or torch's
         per-operation dispatch: for acting, where the batch is one observation per member and that
         dispatch costs far more than the arithmetic. Same values as ``forward`` to float32 rounding."""
         return self.head.np_forward(self.torso.np_forward(self.encoder.np_forward(obs)))
+
+    def np_train_forward(self, obs: np.ndarray):
+        """``np_forward`` that also returns what ``np_backward`` needs (the layers' inputs and outputs)."""
+        features, torso_context = self.torso.np_train_forward(self.encoder.np_forward(obs))
+        q, head_context = self.head.np_train_forward(features)
+        return q, (torso_context, head_context)
+
+    def np_backward(self, context, grad_q: np.ndarray) -> list:
+        """Hand-written backward pass of ``np_train_forward`` for the gradient ``grad_q`` of a loss with
+        respect to its output; returns ``[(parameter, gradient)]`` for every parameter (the encoder has none).
+        Equal to autograd's gradients to float32 rounding (tests/test_networks.py)."""
+        torso_context, head_context = context
+        grads: list = []
+        grad_features = self.head.np_backward(head_context, grad_q, grads, input_grad=True)
+        self.torso.np_backward(torso_context, grad_features, grads, input_grad=False)
+        return grads
 
 
 class PopConv2d(nn.Module):

@@ -182,6 +182,8 @@ IN_PROCESS = [
     (["eps_start=2"], "eps_start must be <= 1"),
     (["resume=yes"], "resume must be true or false"),
     (["nan_check=2"], "nan_check must be true or false"),
+    (["cpu_numpy=1"], "cpu_numpy must be true or false"),
+    (["threads=-1"], "threads must be >= 0"),
     (["loss=l1"], "loss must be 'huber' or 'mse'"),
     (["device=tpu"], "device must be"),
     (["agent=qtable", "env=taxi", "agent.lr=2"], "Q-table learning rate must be in (0, 1]"),

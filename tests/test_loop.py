@@ -85,28 +85,32 @@ def test_numpy_cartpole_reproduces_gymnasium_cartpole(cfg_factory, tmp_path):
         assert a == b and len(a) > 10
 
 
-def test_population_cartpole_matches_gymnasium_step_by_step():
+@pytest.mark.parametrize("members", [1, 6])
+def test_population_cartpole_matches_gymnasium_step_by_step(members):
     import gymnasium as gym
 
     from rlzoo.cartpole import CartPolePopulation
 
-    pop = CartPolePopulation(3)
-    obs, _ = pop.reset(seed=[7, 8, 9])
-    refs = [gym.make("CartPole-v1") for _ in range(3)]
-    assert np.array_equal(obs, np.stack([e.reset(seed=7 + i)[0] for i, e in enumerate(refs)]))
-    rng, episodes = np.random.default_rng(0), 0
+    pop = CartPolePopulation(members)
+    seeds = [7 + i for i in range(members)]
+    obs, _ = pop.reset(seed=seeds)
+    refs = [gym.make("CartPole-v1") for _ in range(members)]
+    assert np.array_equal(obs, np.stack([e.reset(seed=s)[0] for s, e in zip(seeds, refs)]))
+    rng, episodes, truncations = np.random.default_rng(0), 0, 0
     for _ in range(3000):
-        actions = rng.integers(0, 2, 3)
+        # mostly "push right when the pole leans right": long episodes, some reach the 500-step limit
+        actions = np.where(rng.random(members) < 0.1, rng.integers(0, 2, members), (obs[:, 2] + obs[:, 3] > 0))
         obs, reward, terminated, truncated, info = pop.step(actions)
+        truncations += int(truncated.sum())
         for i, env in enumerate(refs):
             o, r, te, tr, _ = env.step(int(actions[i]))
-            assert (te, tr, r) == (terminated[i], truncated[i], reward[i])
+            assert (te, tr and not te, r) == (terminated[i], truncated[i], reward[i])
             if te or tr:
                 episodes += 1
                 assert np.array_equal(info["final_obs"][i], o)
                 o, _ = env.reset()
             assert np.array_equal(obs[i], o)
-    assert episodes > 100
+    assert episodes > 5 and truncations > 0, (episodes, truncations)
 
 
 def test_value_estimate_uses_only_states_far_from_a_time_limit_cut():
