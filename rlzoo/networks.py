@@ -137,7 +137,7 @@ class MLP(nn.Module):
         return x
 
     def np_forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
+        for layer in self._modules["layers"]._modules.values():  # skips nn.Module.__getattr__
             x = layer.np_forward(x)
             np.maximum(x, 0.0, out=x)
         return x
@@ -145,7 +145,7 @@ class MLP(nn.Module):
     def np_train_forward(self, x: np.ndarray):
         """``(output, context for np_backward)``."""
         context = []
-        for layer in self.layers:
+        for layer in self._modules["layers"]._modules.values():
             h = layer.np_forward(x)
             np.maximum(h, 0.0, out=h)
             context.append((x, h))
@@ -172,7 +172,7 @@ class QHead(nn.Module):
         return self.q.forward(features)
 
     def np_forward(self, features: np.ndarray) -> np.ndarray:
-        return self.q.np_forward(features)
+        return self._modules["q"].np_forward(features)
 
     def np_train_forward(self, features: np.ndarray):
         return self.q.np_forward(features), features
@@ -258,7 +258,8 @@ class QNetwork(nn.Module):
         """``forward`` computed with numpy on views of the CPU parameters, without autograd or torch's
         per-operation dispatch: for acting, where the batch is one observation per member and that
         dispatch costs far more than the arithmetic. Same values as ``forward`` to float32 rounding."""
-        return self.head.np_forward(self.torso.np_forward(self.encoder.np_forward(obs)))
+        parts = self._modules  # skips nn.Module.__getattr__ (a microsecond a lookup)
+        return parts["head"].np_forward(parts["torso"].np_forward(parts["encoder"].np_forward(obs)))
 
     def np_train_forward(self, obs: np.ndarray):
         """``np_forward`` that also returns what ``np_backward`` needs (the layers' inputs and outputs)."""

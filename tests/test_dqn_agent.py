@@ -92,3 +92,18 @@ def test_members_learn_independently_in_the_numpy_learner():
     for pa, pb in zip(a.q_net.parameters(), b_agent.q_net.parameters()):
         assert torch.equal(pa[1], pb[1])
         assert not torch.equal(pa[0], pb[0])
+
+
+def test_rules_without_a_numpy_twin_run_in_torch_inside_the_numpy_learner():
+    import functools
+
+    def custom(reward, terminated, gamma, q_next_target):  # DQN's rule, under another name
+        return dqn_target(reward, terminated, gamma, q_next_target)
+
+    fast = make_agent("q", custom, "huber", 10.0, False, True)
+    ref = make_agent("q", dqn_target, "huber", 10.0, False, False)
+    assert fast.numpy_learner and fast.numpy_target_fn is None
+    assert make_agent("q", functools.partial(dqn_target), "huber", 10.0, False, True).numpy_target_fn is not None
+    for step in range(3):
+        m_fast, m_ref = fast.update(batch(step, False)), ref.update(batch(step, False))
+        assert torch.allclose(m_fast["loss"], m_ref["loss"], rtol=1e-4, atol=1e-6)

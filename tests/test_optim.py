@@ -17,7 +17,7 @@ def run(opt_cls, steps=30, fused_kernel=True, **kw):
     ps = params(0)
     opt = opt_cls(ps, **kw)
     if not fused_kernel:
-        opt._lists = [(*entry[:-1], False) for entry in opt._prepare()]
+        opt._lists = [[*entry[:-1], False] for entry in opt._prepare()]
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         opt.zero_grad()

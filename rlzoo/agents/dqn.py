@@ -10,6 +10,7 @@ parameters, so one optimizer over the stacked parameters is ``P`` independent op
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Callable
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlzoo.replay import Batch
+from rlzoo.targets import NUMPY_TWINS
 
 LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
 
@@ -69,6 +71,9 @@ class DQNAgent:
         self.device = next(q_net.parameters()).device
         self.numpy_acting = bool(cpu_numpy and getattr(q_net, "supports_numpy", False))
         self.numpy_learner = self.numpy_acting
+        bare = target_fn.func if isinstance(target_fn, functools.partial) and not (
+            target_fn.args or target_fn.keywords) else target_fn
+        self.numpy_target_fn = NUMPY_TWINS.get(bare)
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values of one observation per member: ``[P, A]``.
@@ -113,12 +118,16 @@ class DQNAgent:
         """
         obs, action, reward, next_obs, terminated = (x.numpy() for x in batch)
         q, context = self.q_net.np_train_forward(obs)  # [P, B, A]
-        P, B, _ = q.shape
-        q_sa = np.take_along_axis(q, action[..., None], axis=-1)[..., 0]  # [P, B]
-        args = [batch.reward, batch.terminated, self.gamma, torch.from_numpy(self.target_net.np_forward(next_obs))]
-        if self.uses_online_next:
-            args.append(torch.from_numpy(self.q_net.np_forward(next_obs)))
-        y = self.target_fn(*args).numpy()
+        P, B, A = q.shape
+        taken = action[..., None] == np.arange(A)  # one-hot of the actions taken, [P, B, A]
+        q_sa = (q * taken).sum(axis=-1)  # [P, B]
+        q_next = self.target_net.np_forward(next_obs)
+        extra = (self.q_net.np_forward(next_obs),) if self.uses_online_next else ()
+        if self.numpy_target_fn is not None:
+            y = self.numpy_target_fn(reward, terminated, self.gamma, q_next, *extra)
+        else:  # a rule without a numpy twin: evaluate it in torch on views of the arrays
+            y = self.target_fn(batch.reward, batch.terminated, self.gamma, torch.from_numpy(q_next),
+                               *(torch.from_numpy(x) for x in extra)).numpy()
         diff = q_sa - y
         if self.loss_fn is F.smooth_l1_loss:  # beta = 1
             abs_diff = np.abs(diff)
@@ -128,13 +137,15 @@ class DQNAgent:
             member_loss = (diff * diff).mean(axis=1)
             grad_q_sa = 2.0 * diff
         grad_q_sa /= B  # each member's loss is a mean over its batch; the members' losses are summed
-        grad_q = np.zeros_like(q)
-        np.put_along_axis(grad_q, action[..., None], grad_q_sa[..., None], axis=-1)
+        grad_q = taken * grad_q_sa[..., None]
         grads = self.q_net.np_backward(context, grad_q)
         metrics = {"loss": torch.from_numpy(member_loss), "q_mean": torch.from_numpy(q_sa.mean(axis=1))}
         if self.max_grad_norm:
-            sq = sum(np.einsum("ij,ij->i", g.reshape(P, -1), g.reshape(P, -1)) for _, g in grads)
-            norms = np.sqrt(sq, dtype=np.float32)
+            sq = 0.0
+            for _, g in grads:
+                flat = g.reshape(P, -1)
+                sq = sq + np.matmul(flat[:, None, :], flat[:, :, None])[:, 0, 0]  # per-member sum of squares
+            norms = np.sqrt(sq).astype(np.float32)
             coef = np.minimum(self.max_grad_norm / (norms + 1e-6), 1.0).astype(np.float32)
             for _, g in grads:
                 g *= coef.reshape(-1, *([1] * (g.ndim - 1)))
