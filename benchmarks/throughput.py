@@ -7,9 +7,14 @@ Adam lr 2.5e-4, gamma 0.99, epsilon 1 -> 0.05 over half the run; Huber loss and 
 (SB3's defaults, used by both). No evaluation. rlzoo does not evaluate Q at exploring steps
 (``log_q_estimates=false``), as SB3 does not.
 
-Prints, per repeat and as medians over repeats, environment steps per second (per agent for
-rlzoo's population: total agent-steps / wall time) and the ratios to SB3. Every line uses one torch
-thread, except "rlzoo P=10 2thr" (torch_threads=2: the population's batched matmuls on both cores).
+Prints, per repeat and as medians over repeats, environment steps per second (for rlzoo's population:
+total agent-steps / wall time) and the ratio to the SB3 run of the same repeat (the machine's speed
+drifts; ratios taken side by side are steadier than either number). Lines:
+
+    sb3 / sb3 2thr          Stable-Baselines3 DQN with 1 / 2 torch threads
+    rlzoo P=1, P=10         n_seeds=1 / 10, the shipped CPU path (cpu_numpy=true: numpy acting and learner)
+    rlzoo P=1/P=10 torch    the same with cpu_numpy=false (PyTorch and autograd, the path CUDA and CNNs use)
+    rlzoo P=10 2thr         threads=2: numpy's BLAS on both cores
 
     python benchmarks/throughput.py                 # 30,000 steps, 3 repeats
     python benchmarks/throughput.py --steps 50000 --repeats 5
@@ -34,14 +39,14 @@ REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_
                  target_every_steps=500, lr=2.5e-4, gamma=0.99, eps_end=0.05, eps_fraction=0.5)
 
 
-def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1) -> float:
+def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True) -> float:
     r = REFERENCE
     overrides = [f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
                  f"batch_size={r['batch']}", f"buffer_size={r['buffer']}", f"learning_starts={r['learning_starts']}",
                  f"train_freq={r['train_freq']}", f"target_sync.every={r['target_every_steps'] // r['train_freq']}",
                  f"lr={r['lr']}", f"gamma={r['gamma']}", f"eps_end={r['eps_end']}", f"eps_decay_fraction={r['eps_fraction']}",
                  "eval_every=0", "log_q_estimates=false", "loss=huber", "max_grad_norm=10", "device=cpu",
-                 f"threads={threads}", "checkpoint_every=0"]
+                 f"threads={threads}", f"cpu_numpy={str(cpu_numpy).lower()}", "checkpoint_every=0"]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as out:
@@ -56,12 +61,12 @@ def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1) -> float:
     return steps * n_seeds / elapsed
 
 
-def sb3_sps(steps: int) -> float:
+def sb3_sps(steps: int, threads: int = 1) -> float:
     import gymnasium as gym
     from stable_baselines3 import DQN
 
     r = REFERENCE
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     model = DQN("MlpPolicy", gym.make("CartPole-v1"), learning_rate=r["lr"], buffer_size=r["buffer"],
                 learning_starts=r["learning_starts"], batch_size=r["batch"], tau=1.0, gamma=r["gamma"],
                 train_freq=r["train_freq"], gradient_steps=1, target_update_interval=r["target_every_steps"],
@@ -72,26 +77,39 @@ def sb3_sps(steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+CONFIGS = {  # label -> (function, keyword arguments)
+    "sb3": (sb3_sps, {}),
+    "sb3 2thr": (sb3_sps, dict(threads=2)),
+    "rlzoo P=1": (rlzoo_sps, dict(n_seeds=1)),
+    "rlzoo P=1 torch": (rlzoo_sps, dict(n_seeds=1, cpu_numpy=False)),
+    "rlzoo P=10": (rlzoo_sps, dict(n_seeds=10)),
+    "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, cpu_numpy=False)),
+    "rlzoo P=10 2thr": (rlzoo_sps, dict(n_seeds=10, threads=2)),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30_000, help="environment steps per agent (default 30000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
-    parser.add_argument("--no-sb3", action="store_true", help="skip the Stable-Baselines3 reference")
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="configurations to run (default: all)")
     args = parser.parse_args()
+    if "sb3" not in args.only:
+        args.only = ["sb3", *args.only]  # every ratio is to the SB3 run of the same repeat
     print(f"CartPole-v1, {args.steps:,} steps per agent, {args.repeats} repeats, torch {torch.__version__}")
-    results: dict[str, list[float]] = {"sb3": [], "rlzoo P=1": [], "rlzoo P=10": [], "rlzoo P=10 2thr": []}
+    results: dict[str, list[float]] = {k: [] for k in args.only}
     for rep in range(args.repeats):
-        if not args.no_sb3:
-            results["sb3"].append(sb3_sps(args.steps))
-        results["rlzoo P=1"].append(rlzoo_sps(args.steps, 1))
-        results["rlzoo P=10"].append(rlzoo_sps(args.steps, 10))
-        results["rlzoo P=10 2thr"].append(rlzoo_sps(args.steps, 10, threads=2))
-        print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items() if v), flush=True)
-    med = {k: statistics.median(v) for k, v in results.items() if v}
-    print("\nmedian agent-steps per second")
-    for k, v in med.items():
-        ratio = f"  ({v / med['sb3']:.2f}x SB3)" if "sb3" in med and k != "sb3" else ""
-        print(f"  {k:15s} {v:10,.0f}{ratio}")
+        for label in args.only:
+            fn, kwargs = CONFIGS[label]
+            results[label].append(fn(args.steps, **kwargs))
+        print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} ({v[-1] / results['sb3'][-1]:.2f}x)"
+                                                for k, v in results.items()), flush=True)
+    print("\nmedians over repeats: agent-steps per second, and the ratio to SB3 (1 thread) of the same repeat")
+    for k, v in results.items():
+        ratios = [x / s for x, s in zip(v, results["sb3"])]
+        print(f"  {k:18s} {statistics.median(v):10,.0f}   {statistics.median(ratios):5.2f}x"
+              f"   (ratios {' / '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

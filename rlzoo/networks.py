@@ -156,7 +156,7 @@ class MLP(nn.Module):
         g = grad_out
         for i in range(len(self.layers) - 1, -1, -1):
             x, h = context[i]
-            g = g * (h > 0)  # ReLU
+            g = np.multiply(g, h > 0, out=g)  # ReLU, in place: np_backward may overwrite grad_out
             g = self.layers[i].np_backward(x, g, grads, input_grad=input_grad or i > 0)
         return g
 
