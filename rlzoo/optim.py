@@ -80,7 +80,7 @@ class Adam(torch.optim.Optimizer):
             for entry in self._lists:
                 group, params, exp_avgs, exp_avg_sqs, steps, shared, fused = entry
                 grads = [p.grad for p in params]
-                if shared is not None and None not in grads:
+                if shared is not None and all(g is not None for g in grads):
                     shared += 1.0  # every parameter's step count
                 else:
                     if shared is not None:  # some parameters have no gradient: their counts part ways

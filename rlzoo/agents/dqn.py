@@ -130,9 +130,9 @@ class DQNAgent:
                                *(torch.from_numpy(x) for x in extra)).numpy()
         diff = q_sa - y
         if self.loss_fn is F.smooth_l1_loss:  # beta = 1
-            abs_diff = np.abs(diff)
-            member_loss = np.where(abs_diff < 1.0, 0.5 * diff * diff, abs_diff - 0.5).mean(axis=1)
             grad_q_sa = np.clip(diff, -1.0, 1.0)
+            # c (d - c / 2) with c = clip(d, -1, 1): d^2 / 2 where |d| < 1, else |d| - 1/2
+            member_loss = (grad_q_sa * (diff - 0.5 * grad_q_sa)).mean(axis=1)
         else:
             member_loss = (diff * diff).mean(axis=1)
             grad_q_sa = 2.0 * diff
