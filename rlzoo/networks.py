@@ -22,6 +22,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# Elementwise steps of the numpy passes. Above this many elements they run as torch kernels on views of
+# the same memory: np.maximum (NaN-propagating) is 6x slower than torch.relu_ on a [10, 128, 120] array
+# on this project's CPU, and a sum over the batch is faster as a matmul with a vector of ones.
+_TORCH_FROM = 4096
+
+
+def _relu_(x: np.ndarray) -> np.ndarray:
+    if x.size >= _TORCH_FROM:
+        torch.relu_(torch.from_numpy(x))
+    else:
+        np.maximum(x, 0.0, out=x)
+    return x
+
+
+def _relu_grad(grad: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``grad * (out > 0)`` for ``out = relu(...)``; may overwrite ``grad``."""
+    if grad.size >= _TORCH_FROM:
+        return torch.ops.aten.threshold_backward(torch.from_numpy(grad), torch.from_numpy(out), 0.0).numpy()
+    return np.multiply(grad, out > 0, out=grad)
+
+
 def member_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU generator per member, for parameter initialisation."""
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -67,7 +88,10 @@ class PopLinear(nn.Module):
         """``forward`` in numpy on views of the (CPU) parameters: ``[P, B, in] -> [P, B, out]``."""
         weight, bias = self._np_params()
         out = np.matmul(x, weight.transpose(0, 2, 1))
-        out += bias
+        if out.size >= _TORCH_FROM:
+            torch.from_numpy(out).add_(torch.from_numpy(bias))
+        else:
+            out += bias
         return out
 
     def np_backward(self, x: np.ndarray, grad_out: np.ndarray, grads: list, input_grad: bool = True):
@@ -75,7 +99,8 @@ class PopLinear(nn.Module):
         and the bias to ``grads`` and returns the gradient with respect to ``x`` (``None`` if not asked)."""
         weight, _ = self._np_params()
         grads.append((self._parameters["weight"], np.matmul(grad_out.transpose(0, 2, 1), x)))
-        grads.append((self._parameters["bias"], grad_out.sum(axis=1, keepdims=True)))
+        ones = np.ones((1, grad_out.shape[1]), dtype=grad_out.dtype)
+        grads.append((self._parameters["bias"], np.matmul(ones, grad_out)))  # the sum over the batch
         return np.matmul(grad_out, weight) if input_grad else None
 
 
@@ -138,16 +163,14 @@ class MLP(nn.Module):
 
     def np_forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self._modules["layers"]._modules.values():  # skips nn.Module.__getattr__
-            x = layer.np_forward(x)
-            np.maximum(x, 0.0, out=x)
+            x = _relu_(layer.np_forward(x))
         return x
 
     def np_train_forward(self, x: np.ndarray):
         """``(output, context for np_backward)``."""
         context = []
         for layer in self._modules["layers"]._modules.values():
-            h = layer.np_forward(x)
-            np.maximum(h, 0.0, out=h)
+            h = _relu_(layer.np_forward(x))
             context.append((x, h))
             x = h
         return x, context
@@ -156,7 +179,7 @@ class MLP(nn.Module):
         g = grad_out
         for i in range(len(self.layers) - 1, -1, -1):
             x, h = context[i]
-            g = np.multiply(g, h > 0, out=g)  # ReLU, in place: np_backward may overwrite grad_out
+            g = _relu_grad(g, h)  # may overwrite: np_backward may overwrite grad_out
             g = self.layers[i].np_backward(x, g, grads, input_grad=input_grad or i > 0)
         return g
 
@@ -216,8 +239,8 @@ class DuelingHead(nn.Module):
     def np_train_forward(self, features: np.ndarray):
         v_in = a_in = features
         if self.hidden:
-            v_in = np.maximum(self.value_hidden.np_forward(features), 0.0)
-            a_in = np.maximum(self.adv_hidden.np_forward(features), 0.0)
+            v_in = _relu_(self.value_hidden.np_forward(features))
+            a_in = _relu_(self.adv_hidden.np_forward(features))
         v, a = self.value.np_forward(v_in), self.advantage.np_forward(a_in)
         return v + a - a.mean(axis=-1, keepdims=True), (features, v_in, a_in)
 
@@ -228,8 +251,8 @@ class DuelingHead(nn.Module):
         grad_v_in = self.value.np_backward(v_in, grad_v, grads, input_grad or bool(self.hidden))
         grad_a_in = self.advantage.np_backward(a_in, grad_a, grads, input_grad or bool(self.hidden))
         if self.hidden:
-            grad_v_in = self.value_hidden.np_backward(features, grad_v_in * (v_in > 0), grads, input_grad)
-            grad_a_in = self.adv_hidden.np_backward(features, grad_a_in * (a_in > 0), grads, input_grad)
+            grad_v_in = self.value_hidden.np_backward(features, _relu_grad(grad_v_in, v_in), grads, input_grad)
+            grad_a_in = self.adv_hidden.np_backward(features, _relu_grad(grad_a_in, a_in), grads, input_grad)
         return grad_v_in + grad_a_in if input_grad else None
 
 

@@ -15,18 +15,19 @@ from rlzoo.targets import double_dqn_target, dqn_target
 P, B, A = 3, 16, 4
 
 
-def make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy, optimizer=Adam):
+def make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy, optimizer=Adam, hidden=(12, 10)):
     gens = member_generators([5, 6, 7])
     encoder = ObservationEncoder((), num_states=9) if discrete else ObservationEncoder((5,))
-    torso = MLP(encoder.out_shape, gens, hidden_sizes=(12, 10))
-    head_module = {"q": lambda: QHead(10, A, gens), "dueling": lambda: DuelingHead(10, A, gens),
-                   "dueling_hidden": lambda: DuelingHead(10, A, gens, hidden=6)}[head]()
+    torso = MLP(encoder.out_shape, gens, hidden_sizes=hidden)
+    width = hidden[-1]
+    head_module = {"q": lambda: QHead(width, A, gens), "dueling": lambda: DuelingHead(width, A, gens),
+                   "dueling_hidden": lambda: DuelingHead(width, A, gens, hidden=6 if width < 50 else 64)}[head]()
     net = QNetwork(encoder, torso, head_module)
     return DQNAgent(net, optimizer(net.parameters(), lr=1e-2), target_fn, gamma=0.9, loss=loss,
                     max_grad_norm=max_grad_norm, cpu_numpy=cpu_numpy)
 
 
-def batch(seed, discrete):
+def batch(seed, discrete, B=B):
     g = torch.Generator().manual_seed(seed)
     if discrete:
         obs, next_obs = torch.randint(0, 9, (P, B), generator=g), torch.randint(0, 9, (P, B), generator=g)
@@ -36,20 +37,27 @@ def batch(seed, discrete):
                  (torch.rand(P, B, generator=g) < 0.2).float())
 
 
-@pytest.mark.parametrize("head,target_fn,loss,max_grad_norm,discrete", [
-    ("q", dqn_target, "huber", 10.0, False),
-    ("q", double_dqn_target, "mse", None, False),
-    ("dueling", dqn_target, "huber", 0.1, False),  # a clip that binds
-    ("dueling_hidden", double_dqn_target, "huber", 1.0, False),
-    ("q", dqn_target, "mse", 1.0, True),  # one-hot states
+@pytest.mark.parametrize("head,target_fn,loss,max_grad_norm,discrete,large", [
+    ("q", dqn_target, "huber", 10.0, False, False),
+    ("q", double_dqn_target, "mse", None, False, False),
+    ("dueling", dqn_target, "huber", 0.1, False, False),  # a clip that binds
+    ("dueling_hidden", double_dqn_target, "huber", 1.0, False, False),
+    ("q", dqn_target, "mse", 1.0, True, False),  # one-hot states
+    # arrays above networks._TORCH_FROM elements: the elementwise steps run as torch kernels
+    ("q", dqn_target, "huber", 10.0, False, True),
+    ("dueling_hidden", double_dqn_target, "huber", 1.0, False, True),
 ])
-def test_numpy_learner_matches_autograd(head, target_fn, loss, max_grad_norm, discrete):
-    fast = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=True)
-    ref = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=False)
+def test_numpy_learner_matches_autograd(head, target_fn, loss, max_grad_norm, discrete, large):
+    from rlzoo.networks import _TORCH_FROM
+
+    hidden, batch_size = ((96, 80), 64) if large else ((12, 10), B)
+    assert (P * batch_size * hidden[0] >= _TORCH_FROM) == large
+    fast = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=True, hidden=hidden)
+    ref = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=False, hidden=hidden)
     assert fast.numpy_learner and not ref.numpy_learner
     start = copy.deepcopy(ref.q_net.state_dict())
     for step in range(6):
-        b = batch(step, discrete)
+        b = batch(step, discrete, batch_size)
         m_fast, m_ref = fast.update(b), ref.update(b)
         assert set(m_fast) == set(m_ref)
         for k in m_ref:
