@@ -32,13 +32,18 @@ def double_dqn_target(reward: torch.Tensor, terminated: torch.Tensor, gamma: flo
 
 # numpy twins of the rules above, used by the numpy learner (rlzoo.agents.dqn) on the CPU: the same
 # arithmetic without torch's per-operation dispatch. tests/test_targets.py checks each against its rule.
+def td_target_numpy(reward, terminated, gamma, next_value):
+    """``td_target`` on numpy arrays (``terminated`` as 0/1 floats)."""
+    return reward + gamma * (1.0 - terminated) * next_value
+
+
 def dqn_target_numpy(reward, terminated, gamma, q_next_target):
-    return reward + gamma * (1.0 - terminated) * q_next_target.max(axis=-1)
+    return td_target_numpy(reward, terminated, gamma, q_next_target.max(axis=-1))
 
 
 def double_dqn_target_numpy(reward, terminated, gamma, q_next_target, q_next_online):
     best = q_next_online.argmax(axis=-1)[..., None]
-    return reward + gamma * (1.0 - terminated) * np.take_along_axis(q_next_target, best, axis=-1)[..., 0]
+    return td_target_numpy(reward, terminated, gamma, np.take_along_axis(q_next_target, best, axis=-1)[..., 0])
 
 
 NUMPY_TWINS = {dqn_target: dqn_target_numpy, double_dqn_target: double_dqn_target_numpy}
