@@ -118,7 +118,7 @@ class DQNAgent:
         """
         obs, action, reward, next_obs, terminated = (x.numpy() for x in batch)
         q, context = self.q_net.np_train_forward(obs)  # [P, B, A]
-        P, B, A = q.shape
+        B, A = q.shape[1:]
         taken = action[..., None] == np.arange(A)  # one-hot of the actions taken, [P, B, A]
         q_sa = (q * taken).sum(axis=-1)  # [P, B]
         q_next = self.target_net.np_forward(next_obs)
@@ -140,18 +140,10 @@ class DQNAgent:
         grad_q = taken * grad_q_sa[..., None]
         grads = self.q_net.np_backward(context, grad_q)
         metrics = {"loss": torch.from_numpy(member_loss), "q_mean": torch.from_numpy(q_sa.mean(axis=1))}
-        if self.max_grad_norm:
-            sq = 0.0
-            for _, g in grads:
-                flat = g.reshape(P, -1)
-                sq = sq + np.matmul(flat[:, None, :], flat[:, :, None])[:, 0, 0]  # per-member sum of squares
-            norms = np.sqrt(sq).astype(np.float32)
-            coef = np.minimum(self.max_grad_norm / (norms + 1e-6), 1.0).astype(np.float32)
-            for _, g in grads:
-                g *= coef.reshape(-1, *([1] * (g.ndim - 1)))
-            metrics["grad_norm"] = torch.from_numpy(norms)
         for param, g in grads:
             param.grad = torch.from_numpy(g)
+        if self.max_grad_norm:
+            metrics["grad_norm"] = clip_grad_norm_per_member([param for param, _ in grads], self.max_grad_norm)
         self.optimizer.step()
         self.updates += 1
         return metrics
