@@ -175,7 +175,7 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
     envs, spec = make(env_cfg, num_envs=cfg.n_seeds)
     eval_envs, _ = make(env_cfg, num_envs=cfg.n_seeds)
     agent = build_agent(cfg, spec, seeds, device)
-    set_threads(int(cfg.threads), numpy_learner=bool(getattr(agent, "numpy_learner", False)))
+    set_threads(int(cfg.threads), numpy_learner=bool(getattr(agent, "uses_numpy", False)))
     replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
     target_sync = make(cfg.target_sync)
     logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)

@@ -54,7 +54,7 @@ def test_numpy_learner_matches_autograd(head, target_fn, loss, max_grad_norm, di
     assert (P * batch_size * hidden[0] >= _TORCH_FROM) == large
     fast = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=True, hidden=hidden)
     ref = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=False, hidden=hidden)
-    assert fast.numpy_learner and not ref.numpy_learner
+    assert fast.uses_numpy and not ref.uses_numpy
     start = copy.deepcopy(ref.q_net.state_dict())
     for step in range(6):
         b = batch(step, discrete, batch_size)
@@ -110,7 +110,7 @@ def test_rules_without_a_numpy_twin_run_in_torch_inside_the_numpy_learner():
 
     fast = make_agent("q", custom, "huber", 10.0, False, True)
     ref = make_agent("q", dqn_target, "huber", 10.0, False, False)
-    assert fast.numpy_learner and fast.numpy_target_fn is None
+    assert fast.uses_numpy and fast.numpy_target_fn is None
     assert make_agent("q", functools.partial(dqn_target), "huber", 10.0, False, True).numpy_target_fn is not None
     for step in range(3):
         m_fast, m_ref = fast.update(batch(step, False)), ref.update(batch(step, False))

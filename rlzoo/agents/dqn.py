@@ -69,8 +69,7 @@ class DQNAgent:
         self.max_grad_norm = max_grad_norm or None
         self.updates = 0
         self.device = next(q_net.parameters()).device
-        self.numpy_acting = bool(cpu_numpy and getattr(q_net, "supports_numpy", False))
-        self.numpy_learner = self.numpy_acting
+        self.uses_numpy = bool(cpu_numpy and getattr(q_net, "supports_numpy", False))  # acting and learning
         bare = target_fn.func if isinstance(target_fn, functools.partial) and not (
             target_fn.args or target_fn.keywords) else target_fn
         self.numpy_target_fn = NUMPY_TWINS.get(bare)
@@ -82,14 +81,14 @@ class DQNAgent:
         parameters (``QNetwork.np_forward``): 5-10x less time per call than a torch forward for one
         observation, and always the current weights.
         """
-        if self.numpy_acting:
+        if self.uses_numpy:
             return self.q_net.np_forward(np.asarray(obs)[:, None])[:, 0]
         with torch.inference_mode():
             return self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1))[:, 0].cpu().numpy()
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One gradient step per member on its own minibatch; returns per-member metrics ``[P]``."""
-        if self.numpy_learner:
+        if self.uses_numpy:
             return self._update_numpy(batch)
         q_sa = self.q_net(batch.obs).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
