@@ -162,14 +162,12 @@ class MLP(nn.Module):
         return x
 
     def np_forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self._modules["layers"]._modules.values():  # skips nn.Module.__getattr__
-            x = _relu_(layer.np_forward(x))
-        return x
+        return self.np_train_forward(x)[0]
 
     def np_train_forward(self, x: np.ndarray):
         """``(output, context for np_backward)``."""
         context = []
-        for layer in self._modules["layers"]._modules.values():
+        for layer in self._modules["layers"]._modules.values():  # skips nn.Module.__getattr__
             h = _relu_(layer.np_forward(x))
             context.append((x, h))
             x = h
@@ -293,7 +291,7 @@ class QNetwork(nn.Module):
     def np_backward(self, context, grad_q: np.ndarray) -> list:
         """Hand-written backward pass of ``np_train_forward`` for the gradient ``grad_q`` of a loss with
         respect to its output; returns ``[(parameter, gradient)]`` for every parameter (the encoder has none).
-        Equal to autograd's gradients to float32 rounding (tests/test_networks.py)."""
+        Equal to autograd's gradients to float32 rounding (tests/test_dqn_agent.py)."""
         torso_context, head_context = context
         grads: list = []
         grad_features = self.head.np_backward(head_context, grad_q, grads, input_grad=True)
