@@ -112,8 +112,8 @@ class DQNAgent:
         The same loss, gradient, clipping and optimizer step as the autograd path (equal to float32
         rounding, tests/test_dqn_agent.py). For the small networks of vector-observation tasks it
         avoids torch's per-operation dispatch and autograd bookkeeping, which cost more than the
-        arithmetic at one member; on CartPole (benchmarks/throughput.py) the whole loop ran 1.7x
-        faster at one member and 1.35x at ten than with ``cpu_numpy=false``.
+        arithmetic at one member; on CartPole (benchmarks/throughput.py) the whole loop ran 1.8x
+        faster at one member and 1.4x at ten than with ``cpu_numpy=false``.
         """
         obs, action, reward, next_obs, terminated = (x.numpy() for x in batch)
         q, context = self.q_net.np_train_forward(obs)  # [P, B, A]
