@@ -33,13 +33,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rlzoo import loop
-from rlzoo.train import CONF_DIR, build
+from rlzoo.train import CONF_DIR, build, learner
 
 REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_000, train_freq=10,
                  target_every_steps=500, lr=2.5e-4, gamma=0.99, eps_end=0.05, eps_fraction=0.5)
 
 
-def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True) -> float:
+def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True, learner_workers: int = 1) -> float:
     r = REFERENCE
     overrides = [f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
                  f"batch_size={r['batch']}", f"buffer_size={r['buffer']}", f"learning_starts={r['learning_starts']}",
@@ -52,11 +52,14 @@ def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True
     with tempfile.TemporaryDirectory() as out:
         p = build(cfg, out, "dqn")
         t0 = time.perf_counter()
-        loop.run(p["envs"], p["eval_envs"], p["agent"], p["replay"], p["target_sync"], p["logger"], seeds=p["seeds"],
+        agent = learner(p["agent"], learner_workers, n_seeds)  # worker processes start at the first update
+        loop.run(p["envs"], p["eval_envs"], agent, p["replay"], p["target_sync"], p["logger"], seeds=p["seeds"],
                  num_actions=p["spec"].num_actions, total_steps=steps, learning_starts=cfg.learning_starts,
                  train_freq=cfg.train_freq, epsilon=p["schedule"], gamma=cfg.gamma, eval_every=0, eval_episodes=1,
                  eval_epsilon=0.0, log_every=cfg.log_every, log_q_estimates=False)
         elapsed = time.perf_counter() - t0
+        if agent is not p["agent"]:
+            agent.close()
         p["logger"].close()
     return steps * n_seeds / elapsed
 
@@ -85,6 +88,7 @@ CONFIGS = {  # label -> (function, keyword arguments)
     "rlzoo P=10": (rlzoo_sps, dict(n_seeds=10)),
     "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, cpu_numpy=False)),
     "rlzoo P=10 2thr": (rlzoo_sps, dict(n_seeds=10, threads=2)),
+    "rlzoo P=10 2proc": (rlzoo_sps, dict(n_seeds=10, learner_workers=2)),
 }
 
 

@@ -13,6 +13,7 @@ A Q-network is ``encoder -> torso -> head``:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -41,6 +42,13 @@ def _relu_grad(grad: np.ndarray, out: np.ndarray) -> np.ndarray:
     if grad.size >= _TORCH_FROM:
         return torch.ops.aten.threshold_backward(torch.from_numpy(grad), torch.from_numpy(out), 0.0).numpy()
     return np.multiply(grad, out > 0, out=grad)
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(n: int, dtype) -> np.ndarray:
+    ones = np.ones((1, n), dtype=dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def member_generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -99,7 +107,7 @@ class PopLinear(nn.Module):
         and the bias to ``grads`` and returns the gradient with respect to ``x`` (``None`` if not asked)."""
         weight, _ = self._np_params()
         grads.append((self._parameters["weight"], np.matmul(grad_out.transpose(0, 2, 1), x)))
-        ones = np.ones((1, grad_out.shape[1]), dtype=grad_out.dtype)
+        ones = _ones(grad_out.shape[1], grad_out.dtype)
         grads.append((self._parameters["bias"], np.matmul(ones, grad_out)))  # the sum over the batch
         return np.matmul(grad_out, weight) if input_grad else None
 

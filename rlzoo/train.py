@@ -23,12 +23,14 @@ from rlzoo.agents.tabular import Discretizer
 from rlzoo.envs import num_states_for_table
 from rlzoo.errors import ConfigError
 from rlzoo.networks import ObservationEncoder, QNetwork, member_generators
+from rlzoo.parallel import ShardedLearner
 from rlzoo.progress import Progress
 from rlzoo.results import RunLogger
 from rlzoo.schedules import LinearSchedule
 from rlzoo.seeding import member_seeds
 
 log = logging.getLogger("rlzoo")
+ADAM = "rlzoo.optim.Adam"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -80,6 +82,9 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "max_grad_norm", low=0)
     _num(cfg, "checkpoint_every", integer=True, low=0)
     _num(cfg, "threads", integer=True, low=0)
+    if _num(cfg, "learner_workers", integer=True, low=1) > 1 and OmegaConf.select(cfg, "optimizer._target_") != ADAM:
+        raise ConfigError(f"learner_workers > 1 needs optimizer=adam ({ADAM}), got "
+                          f"{OmegaConf.select(cfg, 'optimizer._target_')}: use optimizer=adam or learner_workers=1")
     for key in ("resume", "nan_check", "cpu_numpy"):
         if not isinstance(cfg.get(key), bool):
             raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
@@ -154,6 +159,20 @@ def plain_partial(fn):
     return fn
 
 
+def learner(agent, workers: int, population: int):
+    """The agent the loop trains: ``agent`` itself, or with ``workers > 1`` a ``ShardedLearner`` that splits
+    its updates over that many processes (deep agents on the CPU; at most one member per process)."""
+    workers = min(int(workers), population)
+    if workers <= 1:
+        return agent
+    reason = ("the Q-table agent's updates are not split" if not hasattr(agent, "q_net") else
+              "updates on a GPU are not split over CPU processes" if agent.device.type != "cpu" else None)
+    if reason:
+        log.warning("learner_workers=%d ignored: %s", workers, reason)
+        return agent
+    return ShardedLearner(agent, workers)
+
+
 def set_threads(threads: int, numpy_learner: bool) -> None:
     """``threads`` (0: all cores) for the library that does the learner's arithmetic, numpy's BLAS for
     the numpy learner or torch otherwise, and one thread for the other. Torch's OpenMP threads and
@@ -199,7 +218,7 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
     parts = build(cfg, out_dir, agent_name)
     ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, parts, config, overrides)
-    state = None
+    state, agent = None, parts["agent"]
     show = cfg.get("progress", True) if progress is None else progress
     log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
              parts["spec"].name, len(parts["seeds"]), parts["seeds"], cfg.total_steps, parts["device"], out_dir)
@@ -210,8 +229,9 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
                      "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
             ckpt.saved_step = state.step  # a finished run resumed again has nothing to do or rewrite
         ckpt.schedule_after(state.step if state else 0)
+        agent = learner(parts["agent"], cfg.learner_workers, len(parts["seeds"]))
         with ckpt.signals():
-            state = loop.run(parts["envs"], parts["eval_envs"], parts["agent"], parts["replay"], parts["target_sync"],
+            state = loop.run(parts["envs"], parts["eval_envs"], agent, parts["replay"], parts["target_sync"],
                          parts["logger"], seeds=parts["seeds"], num_actions=parts["spec"].num_actions,
                          total_steps=cfg.total_steps, learning_starts=cfg.learning_starts, train_freq=cfg.train_freq,
                          epsilon=parts["schedule"], gamma=cfg.gamma, eval_every=cfg.eval_every,
@@ -228,6 +248,8 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
         if ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)  # the final state: the trained networks, optimizer and replay
     finally:
+        if agent is not parts["agent"]:
+            agent.close()
         parts["logger"].close()
         parts["envs"].close()
         parts["eval_envs"].close()

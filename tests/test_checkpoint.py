@@ -69,7 +69,8 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("overrides,agent", [(DQN, "dqn"), (QTABLE, "qtable")], ids=["dqn-cartpole-P2", "qtable-cliffwalking-P2"])
+@pytest.mark.parametrize("overrides,agent", [(DQN, "dqn"), (DQN + ["learner_workers=2"], "dqn"), (QTABLE, "qtable")],
+                         ids=["dqn-cartpole-P2", "dqn-cartpole-P2-2-learner-processes", "qtable-cliffwalking-P2"])
 def test_stopped_and_killed_runs_resume_to_the_same_rows_and_weights(tmp_path, monkeypatch, signal_at, overrides, agent):
     straight = train(make_cfg(*overrides), tmp_path / "straight", agent)
 

@@ -25,15 +25,22 @@ from rlzoo.targets import NUMPY_TWINS
 LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
 
 
-def clip_grad_norm_per_member(parameters, max_norm: float) -> torch.Tensor:
-    """Clip each member's gradient to global norm ``max_norm`` (parameters have the member axis first).
+def clip_grad_norm_per_member(grads, max_norm: float):
+    """Clip each member's gradient to global norm ``max_norm``, in place. ``grads`` are the parameters'
+    gradients with the member axis first, all torch tensors or all numpy arrays (the numpy learner's:
+    numpy's calls cost a fraction of torch's per-operation dispatch at these sizes).
 
-    Returns the per-member norms before clipping, shape ``[P]``.
+    Returns the per-member norms before clipping, shape ``[P]``, of the same kind as ``grads``.
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    norms = torch.cat([g.flatten(start_dim=1) for g in grads], dim=1).norm(dim=1)
-    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, [coef.view(-1, *([1] * (g.dim() - 1))) for g in grads])
+    P = grads[0].shape[0]
+    if isinstance(grads[0], np.ndarray):
+        norms = np.sqrt(sum(np.einsum("ij,ij->i", g, g) for g in (g.reshape(P, -1) for g in grads)))
+    else:
+        norms = torch.cat([g.reshape(P, -1) for g in grads], dim=1).norm(dim=1)
+    coef = max_norm / (norms + 1e-6)
+    coef[coef > 1.0] = 1.0
+    for g in grads:
+        g *= coef.reshape(P, *([1] * (g.ndim - 1)))
     return norms
 
 
@@ -101,7 +108,8 @@ class DQNAgent:
         member_loss.sum().backward()  # sum, not mean: each member's gradient is its own
         metrics = {"loss": member_loss.detach(), "q_mean": q_sa.detach().mean(dim=1)}
         if self.max_grad_norm:
-            metrics["grad_norm"] = clip_grad_norm_per_member(list(self.q_net.parameters()), self.max_grad_norm)
+            grads = [p.grad for p in self.q_net.parameters() if p.grad is not None]
+            metrics["grad_norm"] = clip_grad_norm_per_member(grads, self.max_grad_norm)
         self.optimizer.step()
         self.updates += 1
         return metrics
@@ -139,10 +147,10 @@ class DQNAgent:
         grad_q = taken * grad_q_sa[..., None]
         grads = self.q_net.np_backward(context, grad_q)
         metrics = {"loss": torch.from_numpy(member_loss), "q_mean": torch.from_numpy(q_sa.mean(axis=1))}
+        if self.max_grad_norm:
+            metrics["grad_norm"] = torch.from_numpy(clip_grad_norm_per_member([g for _, g in grads], self.max_grad_norm))
         for param, g in grads:
             param.grad = torch.from_numpy(g)
-        if self.max_grad_norm:
-            metrics["grad_norm"] = clip_grad_norm_per_member([param for param, _ in grads], self.max_grad_norm)
         self.optimizer.step()
         self.updates += 1
         return metrics
