@@ -97,6 +97,8 @@ class ShardedLearner:
         if not isinstance(agent.optimizer, Adam):
             raise ConfigError(f"learner_workers > 1 needs optimizer=adam (rlzoo.optim.Adam), "
                               f"got {type(agent.optimizer).__module__}.{type(agent.optimizer).__name__}")
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise ConfigError("learner_workers > 1 forks worker processes, which this platform cannot: use learner_workers=1")
         if agent.device.type != "cpu":
             raise ConfigError("learner_workers > 1 splits updates over CPU cores: use device=cpu or learner_workers=1")
         self.agent, self.population = agent, int(P)
