@@ -15,6 +15,7 @@ drifts; ratios taken side by side are steadier than either number). Lines:
     rlzoo P=1, P=10         n_seeds=1 / 10, the shipped CPU path (cpu_numpy=true: numpy acting and learner)
     rlzoo P=1/P=10 torch    the same with cpu_numpy=false (PyTorch and autograd, the path CUDA and CNNs use)
     rlzoo P=10 2thr         threads=2: numpy's BLAS on both cores
+    rlzoo P=10 2proc        learner_workers=2: each update split over two processes (5 members each)
 
     python benchmarks/throughput.py                 # 30,000 steps, 3 repeats
     python benchmarks/throughput.py --steps 50000 --repeats 5
