@@ -16,6 +16,7 @@ drifts; ratios taken side by side are steadier than either number). Lines:
     rlzoo P=1/P=10 torch    the same with cpu_numpy=false (PyTorch and autograd, the path CUDA and CNNs use)
     rlzoo P=10 2thr         threads=2: numpy's BLAS on both cores
     rlzoo P=10 2proc        learner_workers=2: each update split over two processes (5 members each)
+    rlzoo 2 runs x P=5      the 10 agents as two concurrent runs of n_seeds=5 (a parallel sweep over seed=0,5)
 
     python benchmarks/throughput.py                 # 30,000 steps, 3 repeats
     python benchmarks/throughput.py --steps 50000 --repeats 5
@@ -26,6 +27,7 @@ Needs the optional benchmark dependencies: pip install -e ".[bench]".
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -34,6 +36,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rlzoo import loop
+from rlzoo.parallel import shard_bounds
 from rlzoo.train import CONF_DIR, build, learner
 
 REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_000, train_freq=10,
@@ -41,8 +44,16 @@ REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_
 
 
 def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True, learner_workers: int = 1) -> float:
+    t0, t1 = _rlzoo_loop(steps, n_seeds, threads=threads, cpu_numpy=cpu_numpy, learner_workers=learner_workers)
+    return steps * n_seeds / (t1 - t0)
+
+
+def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True,
+                learner_workers: int = 1, start=None) -> tuple[float, float]:
+    """Build a run and time its training loop: ``(start, end)`` on the system's monotonic clock. ``start``:
+    a barrier to wait at between building and training."""
     r = REFERENCE
-    overrides = [f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
+    overrides = [f"seed={seed}", f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
                  f"batch_size={r['batch']}", f"buffer_size={r['buffer']}", f"learning_starts={r['learning_starts']}",
                  f"train_freq={r['train_freq']}", f"target_sync.every={r['target_every_steps'] // r['train_freq']}",
                  f"lr={r['lr']}", f"gamma={r['gamma']}", f"eps_end={r['eps_end']}", f"eps_decay_fraction={r['eps_fraction']}",
@@ -52,17 +63,40 @@ def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as out:
         p = build(cfg, out, "dqn")
-        t0 = time.perf_counter()
+        if start is not None:
+            start.wait()
+        t0 = time.monotonic()
         agent = learner(p["agent"], learner_workers, n_seeds)  # worker processes start at the first update
         loop.run(p["envs"], p["eval_envs"], agent, p["replay"], p["target_sync"], p["logger"], seeds=p["seeds"],
                  num_actions=p["spec"].num_actions, total_steps=steps, learning_starts=cfg.learning_starts,
                  train_freq=cfg.train_freq, epsilon=p["schedule"], gamma=cfg.gamma, eval_every=0, eval_episodes=1,
                  eval_epsilon=0.0, log_every=cfg.log_every, log_q_estimates=False)
-        elapsed = time.perf_counter() - t0
+        t1 = time.monotonic()
         if agent is not p["agent"]:
             agent.close()
         p["logger"].close()
-    return steps * n_seeds / elapsed
+    return t0, t1
+
+
+def _shard(args):
+    steps, n_seeds, seed, start, queue = args
+    queue.put(_rlzoo_loop(steps, n_seeds, seed=seed, start=start))
+
+
+def rlzoo_split_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
+    """``n_seeds`` agents as ``processes`` concurrent runs of consecutive seeds (what a parallel sweep
+    ``-m seed=0,5 n_seeds=5 hydra/launcher=joblib hydra.launcher.n_jobs=2`` trains): total agent-steps over
+    the time from the common start of their training loops to the end of the last one."""
+    ctx = multiprocessing.get_context("fork")
+    start, queue = ctx.Barrier(processes), ctx.Queue()
+    bounds = shard_bounds(n_seeds, processes)
+    procs = [ctx.Process(target=_shard, args=((steps, b - a, a, start, queue),)) for a, b in bounds]
+    for proc in procs:
+        proc.start()
+    spans = [queue.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    return steps * n_seeds / (max(t1 for _, t1 in spans) - min(t0 for t0, _ in spans))
 
 
 def sb3_sps(steps: int, threads: int = 1) -> float:
@@ -90,6 +124,7 @@ CONFIGS = {  # label -> (function, keyword arguments)
     "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, cpu_numpy=False)),
     "rlzoo P=10 2thr": (rlzoo_sps, dict(n_seeds=10, threads=2)),
     "rlzoo P=10 2proc": (rlzoo_sps, dict(n_seeds=10, learner_workers=2)),
+    "rlzoo 2 runs x P=5": (rlzoo_split_sps, dict(n_seeds=10, processes=2)),
 }
 
 

@@ -194,4 +194,4 @@ class ShardedLearner:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
-        self._procs, self._conns = [], []
+        self._procs, self._conns, self._shards = [], [], None  # a later update starts new workers
