@@ -37,7 +37,8 @@ from rlzoo.seeding import EVAL_ENV_OFFSET
 FILENAME = "checkpoint.pt"
 FORMAT, VERSION = "rlzoo-checkpoint", 2  # 2: PopLinear weights stored [P, out, in]
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
-RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "learner_workers", "cpu_numpy", "nan_check")
+RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "learner_workers", "cpu_numpy",
+                     "nan_check")
 CSV_FILES = ("returns.csv", "metrics.csv")
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
 COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...

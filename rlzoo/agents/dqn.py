@@ -27,8 +27,8 @@ LOSSES = {"huber": F.smooth_l1_loss, "mse": F.mse_loss}
 
 def clip_grad_norm_per_member(grads, max_norm: float):
     """Clip each member's gradient to global norm ``max_norm``, in place. ``grads`` are the parameters'
-    gradients with the member axis first, all torch tensors or all numpy arrays (the numpy learner's:
-    numpy's calls cost a fraction of torch's per-operation dispatch at these sizes).
+    gradients with the member axis first, all torch tensors or all numpy arrays (the numpy learner passes
+    its numpy gradients: at these sizes numpy's calls cost a fraction of torch's per-operation dispatch).
 
     Returns the per-member norms before clipping, shape ``[P]``, of the same kind as ``grads``.
     """
