@@ -92,6 +92,13 @@ class PopLinear(nn.Module):
             self.__dict__["_np_views"] = cache
         return cache[1], cache[2]
 
+    def __getstate__(self) -> dict:
+        # Copies (deepcopy, pickle) never carry the cached views: they view this module's parameter memory,
+        # which a storage swap (share_memory_) may already have freed; the copy builds its own on first use.
+        state = self.__dict__.copy()
+        state.pop("_np_views", None)
+        return state
+
     def np_forward(self, x: np.ndarray) -> np.ndarray:
         """``forward`` in numpy on views of the (CPU) parameters: ``[P, B, in] -> [P, B, out]``."""
         weight, bias = self._np_params()

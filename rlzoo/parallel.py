@@ -38,20 +38,12 @@ def shard_bounds(population: int, shards: int) -> list[tuple[int, int]]:
 def member_slice(module: nn.Module, a: int, b: int) -> nn.Module:
     """A copy of a population module (every parameter has the member axis first) over members ``[a, b)``,
     whose parameters are views of ``module``'s: a write through either is seen by the other."""
-    _drop_numpy_views(module)
     memo = {id(p): nn.Parameter(p.data[a:b], requires_grad=p.requires_grad) for p in module.parameters()}
     shard = copy.deepcopy(module, memo)
     for m in shard.modules():
         if hasattr(m, "population"):
             m.population = b - a
     return shard
-
-
-def _drop_numpy_views(module: nn.Module) -> None:
-    """Forget the numpy views that ``PopLinear`` caches of its parameters: after ``share_memory_()`` they
-    point to freed memory (they are rebuilt on the next use)."""
-    for m in module.modules():
-        m.__dict__.pop("_np_views", None)
 
 
 def _optimizer_slice(opt: Adam, full_params, shard_params, a: int, b: int) -> Adam:
@@ -142,9 +134,7 @@ class ShardedLearner:
         for tensor in [*full.q_net.parameters(), *full.target_net.parameters(),
                        *(v for s in full.optimizer.state.values() for v in s.values()
                          if torch.is_tensor(v) and v.dim() > 0)]:
-            tensor.share_memory_()
-        _drop_numpy_views(full.q_net)
-        _drop_numpy_views(full.target_net)
+            tensor.share_memory_()  # PopLinear's cached numpy views see the new memory address and rebuild
         self._batch = Batch(*(torch.empty_like(x).share_memory_() for x in batch))
         P = self.population
         self._metrics = {k: torch.zeros(P, dtype=torch.float32).share_memory_() for k in METRIC_KEYS}

@@ -107,3 +107,20 @@ def test_cnn_networks_have_no_numpy_forward():
     gens = member_generators([0])
     net = QNetwork(ObservationEncoder((4, 10, 10), flatten=False), MinAtarCNN((4, 10, 10), gens), QHead(128, 3, gens))
     assert not net.supports_numpy
+
+
+def test_copies_carry_no_cached_numpy_views_and_views_follow_shared_memory():
+    """PopLinear caches numpy views of its parameters. Moving the parameters to shared memory frees the
+    memory those views show: the cache must rebuild, and a deep copy must not read or carry it."""
+    import copy
+
+    net = MLP((4,), member_generators([0, 1]), hidden_sizes=(8,))
+    x = torch.randn(2, 3, 4)
+    net.np_forward(x.numpy())  # fills the caches
+    for p in net.parameters():
+        p.data.share_memory_()
+    clone = copy.deepcopy(net)
+    assert not any("_np_views" in m.__dict__ for m in clone.modules())
+    with torch.no_grad():
+        for m in (net, clone):
+            torch.testing.assert_close(torch.from_numpy(m.np_forward(x.numpy())), m(x), rtol=1e-6, atol=1e-6)
