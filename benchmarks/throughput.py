@@ -78,8 +78,7 @@ def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_n
     return t0, t1
 
 
-def _shard(args):
-    steps, n_seeds, seed, start, queue = args
+def _shard(steps: int, n_seeds: int, seed: int, start, queue) -> None:
     queue.put(_rlzoo_loop(steps, n_seeds, seed=seed, start=start))
 
 
@@ -90,7 +89,7 @@ def rlzoo_split_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
     ctx = multiprocessing.get_context("fork")
     start, queue = ctx.Barrier(processes), ctx.Queue()
     bounds = shard_bounds(n_seeds, processes)
-    procs = [ctx.Process(target=_shard, args=((steps, b - a, a, start, queue),)) for a, b in bounds]
+    procs = [ctx.Process(target=_shard, args=(steps, b - a, a, start, queue)) for a, b in bounds]
     for proc in procs:
         proc.start()
     spans = [queue.get() for _ in procs]
