@@ -16,6 +16,7 @@ drifts; ratios taken side by side are steadier than either number). Lines:
     rlzoo P=1/P=10 torch    the same with cpu_numpy=false (PyTorch and autograd, the path CUDA and CNNs use)
     rlzoo P=10 2thr         threads=2: numpy's BLAS on both cores
     rlzoo P=10 2proc        learner_workers=2: each update split over two processes (5 members each)
+    rlzoo P=10 2runproc     processes=2: one run whose 10 members are trained by two processes (5 each, whole loop)
     rlzoo 2 runs x P=5      the 10 agents as two concurrent runs of n_seeds=5 (a parallel sweep over seed=0,5)
 
     python benchmarks/throughput.py                 # 30,000 steps, 3 repeats
@@ -37,7 +38,7 @@ from hydra import compose, initialize_config_dir
 
 from rlzoo import loop
 from rlzoo.parallel import shard_bounds
-from rlzoo.train import CONF_DIR, build, learner
+from rlzoo.train import CONF_DIR, build, learner, train
 
 REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_000, train_freq=10,
                  target_every_steps=500, lr=2.5e-4, gamma=0.99, eps_end=0.05, eps_fraction=0.5)
@@ -48,19 +49,23 @@ def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True
     return steps * n_seeds / (t1 - t0)
 
 
-def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True,
-                learner_workers: int = 1, start=None) -> tuple[float, float]:
-    """Build a run and time its training loop: ``(start, end)`` on the system's monotonic clock. ``start``:
-    a barrier to wait at between building and training."""
+def _config(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True, extra=()):
     r = REFERENCE
     overrides = [f"seed={seed}", f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
                  f"batch_size={r['batch']}", f"buffer_size={r['buffer']}", f"learning_starts={r['learning_starts']}",
                  f"train_freq={r['train_freq']}", f"target_sync.every={r['target_every_steps'] // r['train_freq']}",
                  f"lr={r['lr']}", f"gamma={r['gamma']}", f"eps_end={r['eps_end']}", f"eps_decay_fraction={r['eps_fraction']}",
                  "eval_every=0", "log_q_estimates=false", "loss=huber", "max_grad_norm=10", "device=cpu",
-                 f"threads={threads}", f"cpu_numpy={str(cpu_numpy).lower()}", "checkpoint_every=0"]
+                 f"threads={threads}", f"cpu_numpy={str(cpu_numpy).lower()}", "checkpoint_every=0", *extra]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+        return compose("config", overrides=overrides)
+
+
+def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True,
+                learner_workers: int = 1, start=None) -> tuple[float, float]:
+    """Build a run and time its training loop: ``(start, end)`` on the system's monotonic clock. ``start``:
+    a barrier to wait at between building and training."""
+    cfg = _config(steps, n_seeds, seed, threads, cpu_numpy)
     with tempfile.TemporaryDirectory() as out:
         p = build(cfg, out, "dqn")
         if start is not None:
@@ -98,6 +103,14 @@ def rlzoo_split_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
     return steps * n_seeds / (max(t1 for _, t1 in spans) - min(t0 for t0, _ in spans))
 
 
+def rlzoo_processes_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
+    """One run with ``processes=2`` through ``train`` (CSV rows go through the training process), timed from
+    the first worker's loop start to the last one's end, as the other lines time the loop alone."""
+    cfg = _config(steps, n_seeds, extra=[f"processes={processes}", "nan_check=false", "progress=false"])
+    with tempfile.TemporaryDirectory() as out:
+        return steps * n_seeds / train(cfg, out, "dqn")["loop_seconds"]
+
+
 def sb3_sps(steps: int, threads: int = 1) -> float:
     import gymnasium as gym
     from stable_baselines3 import DQN
@@ -123,6 +136,7 @@ CONFIGS = {  # label -> (function, keyword arguments)
     "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, cpu_numpy=False)),
     "rlzoo P=10 2thr": (rlzoo_sps, dict(n_seeds=10, threads=2)),
     "rlzoo P=10 2proc": (rlzoo_sps, dict(n_seeds=10, learner_workers=2)),
+    "rlzoo P=10 2runproc": (rlzoo_processes_sps, dict(n_seeds=10, processes=2)),
     "rlzoo 2 runs x P=5": (rlzoo_split_sps, dict(n_seeds=10, processes=2)),
 }
 

@@ -11,6 +11,7 @@ Python/numpy/torch generators, and the byte length and CRC of each CSV file at t
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -32,13 +33,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from rlzoo.errors import ConfigError
-from rlzoo.seeding import EVAL_ENV_OFFSET
 
 FILENAME = "checkpoint.pt"
-FORMAT, VERSION = "rlzoo-checkpoint", 2  # 2: PopLinear weights stored [P, out, in]
+FORMAT, VERSION = "rlzoo-checkpoint", 3  # 2: PopLinear weights stored [P, out, in]; 3: no evaluation generators
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
 RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "learner_workers", "cpu_numpy",
                      "nan_check")
+SHARD_GLOB = "checkpoint.shard*.pt"  # processes=K > 1: one checkpoint per process, checkpoint.shard<k>.pt
+
+
+def shard_filename(k: int) -> str:
+    return f"checkpoint.shard{k}.pt"
 CSV_FILES = ("returns.csv", "metrics.csv")
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
 COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
@@ -256,6 +261,50 @@ def truncate_csvs(out_dir: Path, positions: dict) -> int:
     return removed
 
 
+def _rows(path: Path):
+    """The lines of a CSV and, per data line, its (seed, step)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        lines = f.readlines()
+    if not lines:
+        return [], []
+    columns = next(csv.reader(lines[:1]))
+    seed_at, step_at = columns.index("seed"), columns.index("step")
+    return lines, [(int(r[seed_at]), int(r[step_at])) for r in csv.reader(lines[1:])]
+
+
+def rows_per_seed_until(path: Path, steps: dict[int, int]) -> dict[int, int]:
+    """How many rows of each seed ``s`` in ``steps`` a CSV holds with ``step <= steps[s]``."""
+    counts = {}
+    if path.exists():
+        for seed, step in _rows(path)[1]:
+            if seed in steps and step <= steps[seed]:
+                counts[seed] = counts.get(seed, 0) + 1
+    return counts
+
+
+def cut_csvs_per_seed(out_dir: Path, steps: dict[int, int]) -> int:
+    """Drop the rows of seed ``s`` whose step is past ``steps[s]``: with processes > 1 every process
+    checkpoints its own members at its own step, and their rows interleave in the CSVs. A row with
+    ``step <= steps[s]`` was written before that checkpoint, a later one is written again on resume.
+    Returns the number of rows removed."""
+    removed = 0
+    for name in CSV_FILES:
+        path = out_dir / name
+        if not path.exists() or path.stat().st_size == 0:
+            continue
+        lines, keys = _rows(path)
+        kept = [lines[0]] + [line for line, (seed, step) in zip(lines[1:], keys) if step <= steps[seed]]
+        if len(kept) < len(lines):
+            removed += len(lines) - len(kept)
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    return removed
+
+
 # -- the file --------------------------------------------------------------------------------------------
 def write_atomic(payload: dict, path: Path) -> int:
     """``torch.save`` to a temporary file in the same directory, fsync, then rename over ``path``: a kill
@@ -326,7 +375,7 @@ def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | No
     out_dir = Path(out_dir)
     path = out_dir / FILENAME
     if not resume:
-        if path.exists():
+        if path.exists() or any(out_dir.glob(SHARD_GLOB)):
             raise CheckpointError(f"{out_dir} already holds a run with a checkpoint: add resume=true to continue it, "
                                   "or choose another hydra.run.dir")
         for name in CSV_FILES:
@@ -335,18 +384,30 @@ def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | No
                                       "hydra.run.dir (a run without a checkpoint cannot be continued)")
         return None
     if not path.exists():
+        if any(out_dir.glob(SHARD_GLOB)):
+            raise CheckpointError(f"{out_dir} holds a run trained with processes > 1 (one {SHARD_GLOB} per process): "
+                                  "repeat its processes=<K> and add resume=true")
         raise CheckpointError(f"resume=true but {out_dir} has no {FILENAME} (checkpoint_every=0, or the run stopped "
                               "before its first checkpoint): start a new run instead")
-    payload = read(path)
+    return check_payload(read(path), out_dir, config)
+
+
+def check_payload(payload: dict, out_dir: Path, config: dict) -> dict:
+    """Refuse a checkpoint written with other settings, or whose CSV rows were lost or edited."""
     meta = json.loads(payload["meta"])
+    check_config(meta, out_dir, config)
+    check_csvs(out_dir, meta["csv"], payload["step"])
+    return payload
+
+
+def check_config(meta: dict, out_dir: Path, config: dict) -> None:
+    """Refuse to resume with settings other than the checkpoint's (except ``RESUME_MAY_CHANGE``)."""
     diff = config_differences(meta["config"], config)
     if diff:
         shown = ", ".join(f"{k}={_flat(meta['config']).get(k)!r}" for k in diff[:6])
         raise CheckpointError(f"the checkpoint in {out_dir} was written with {shown}, which this command changes: "
                               f"repeat the run's original settings (overrides: {' '.join(meta.get('overrides', [])) or 'none'})"
                               f" and add hydra.run.dir={out_dir} resume=true")
-    check_csvs(out_dir, meta["csv"], payload["step"])
-    return payload
 
 
 # -- saving and restoring a run ---------------------------------------------------------------------------
@@ -354,9 +415,11 @@ class Checkpointer:
     """Called by the loop when ``state.step >= next_at``: every ``every`` steps, or at the end of the step
     in which SIGINT/SIGTERM arrived (then ``stop_requested`` tells the loop to stop)."""
 
-    def __init__(self, out_dir, every: int, parts: dict, config: dict, overrides=()):
+    def __init__(self, out_dir, every: int, parts: dict, config: dict, overrides=(), filename: str = FILENAME,
+                 positions=None):
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / FILENAME
+        self.path = self.out_dir / filename
+        self.positions = positions or (lambda: csv_positions(self.out_dir))  # the CSVs' state at this step
         self.every = int(every)
         self.parts, self.config, self.overrides = parts, config, list(overrides)
         self.next_at = math.inf
@@ -375,7 +438,7 @@ class Checkpointer:
         p = self.parts
         envs = env_state(p["envs"])
         meta = {"config": self.config, "overrides": self.overrides, "seeds": list(p["seeds"]),
-                "csv": csv_positions(self.out_dir), "clock": float(state.clock), "env_exact": bool(envs["exact"])}
+                "csv": self.positions(), "clock": float(state.clock), "env_exact": bool(envs["exact"])}
         payload = {"format": FORMAT, "version": VERSION, "step": int(state.step), "meta": json.dumps(meta),
                    "agent": to_plain(p["agent"].state_dict()), "replay": to_plain(p["replay"].state_dict()),
                    "loop": to_plain({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}),
@@ -394,11 +457,11 @@ class Checkpointer:
         self.next_at = 0  # checkpoint at the end of the current step
 
     @contextmanager
-    def signals(self):
+    def signals(self, which=(signal.SIGINT, signal.SIGTERM)):
         """While training: SIGINT and SIGTERM finish the current step, checkpoint and stop."""
         previous = {}
         try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in which:
                 previous[sig] = signal.signal(sig, self._on_signal)
         except ValueError:  # not the main thread: leave signals alone
             pass
@@ -409,8 +472,9 @@ class Checkpointer:
                 signal.signal(sig, handler)
 
 
-def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
-    """Load a checkpoint into freshly built parts; cut the CSVs back to the checkpoint. Returns the loop state."""
+def restore(parts: dict, payload: dict, out_dir, loop_state_cls, cut_csvs: bool = True):
+    """Load a checkpoint into freshly built parts; cut the CSVs back to the checkpoint (``cut_csvs``).
+    Returns the loop state."""
     out_dir = Path(out_dir)
     meta = json.loads(payload["meta"])
     step = int(payload["step"])
@@ -422,9 +486,7 @@ def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
             env = from_plain(payload[key])
             if env["exact"]:
                 load_env_state(parts[key], env)
-            elif key == "eval_envs":  # re-seed: later evaluations reset them without a seed
-                parts[key].reset(seed=[int(s) + EVAL_ENV_OFFSET + step for s in parts["seeds"]])
-            else:  # restart the running episodes (documented as not exact)
+            elif key == "envs":  # restart the running episodes (documented as not exact)
                 state.obs, _ = parts[key].reset(seed=[int(s) + step for s in parts["seeds"]])
                 P = state.population
                 state.ep_return[:], state.ep_length[:] = 0.0, 0
@@ -434,9 +496,10 @@ def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
                     parts["replay"].pending = [None] * P
         load_global_rng_state(from_plain(payload["rng"]))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"{out_dir / FILENAME} does not fit this run ({type(e).__name__}: "
+        raise CheckpointError(f"the checkpoint in {out_dir} does not fit this run ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else ''}): start a new run instead") from None
-    truncate_csvs(out_dir, meta["csv"])
+    if cut_csvs:
+        truncate_csvs(out_dir, meta["csv"])
     return state, meta
 
 

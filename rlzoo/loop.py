@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rlzoo.guards import check_finite
-from rlzoo.seeding import EVAL_ENV_OFFSET, EVAL_EXPLORATION, EXPLORATION, member_rngs
+from rlzoo.seeding import EXPLORATION, evaluation_seeds, member_rngs
 
 
 def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: int, need_q: bool = False):
@@ -96,7 +96,6 @@ class LoopState:
     ep_rewards: list = None  # per member: learning rewards of the running episode
     recent: list = field(default_factory=list)  # last finished return per member
     explore_rngs: list = None  # per-member exploration generators (created by run())
-    eval_rngs: list = None  # per-member evaluation-exploration generators
     metrics: dict | None = None  # the last learner update's metrics, logged at the next metrics row
     clock: float = 0.0  # training seconds before this run() call (a resumed run's time column continues)
 
@@ -112,7 +111,8 @@ class LoopState:
 
 
 def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int, seeds=None):
-    """Play ``episodes`` full episodes per member; returns per member a list of (return, length)."""
+    """Play ``episodes`` full episodes per member; returns per member a list of (return, length).
+    Members that have their episodes keep stepping (the environments step together) until all have."""
     obs, _ = envs.reset(seed=seeds)
     P = len(rngs)
     results = [[] for _ in range(P)]
@@ -142,11 +142,10 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
     P = len(seeds)
     s = state or LoopState(P)
     if s.explore_rngs is None:
-        s.explore_rngs, s.eval_rngs = member_rngs(seeds, EXPLORATION), member_rngs(seeds, EVAL_EXPLORATION)
-    explore_rngs, eval_rngs = s.explore_rngs, s.eval_rngs
+        s.explore_rngs = member_rngs(seeds, EXPLORATION)
+    explore_rngs = s.explore_rngs
     if s.obs is None:
         s.obs, _ = envs.reset(seed=list(seeds))
-    eval_seeds = [x + EVAL_ENV_OFFSET for x in seeds]
     start = time.perf_counter() - s.clock
     window_t, window_step = start, s.step
     while s.step < total_steps:
@@ -184,8 +183,8 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
                 target_sync(agent.online, agent.target, agent.updates)
 
         if eval_every and s.step % eval_every == 0:
-            results = evaluate(agent, eval_envs, eval_episodes, eval_epsilon, eval_rngs, num_actions,
-                               seeds=eval_seeds if s.eval_episodes.sum() == 0 else None)
+            env_seeds, eval_rngs = evaluation_seeds(seeds, s.step)
+            results = evaluate(agent, eval_envs, eval_episodes, eval_epsilon, eval_rngs, num_actions, seeds=env_seeds)
             for i, member_results in enumerate(results):
                 for ret, length in member_results:
                     s.eval_episodes[i] += 1

@@ -47,23 +47,31 @@ class CsvWriter:
 
 class RunLogger:
     """Writes ``returns.csv`` (one row per finished episode, train or eval) and ``metrics.csv``
-    (periodic per-member training metrics) into ``out_dir``."""
+    (periodic per-member training metrics) into ``out_dir``; or, given a ``sink``, calls
+    ``sink("returns" or "metrics", row)`` for each complete row instead (a process of a run with
+    ``processes > 1`` hands its rows to the process that writes the CSVs)."""
 
-    def __init__(self, out_dir: str | os.PathLike, agent: str, env: str, seeds: Sequence[int]):
+    def __init__(self, out_dir: str | os.PathLike, agent: str, env: str, seeds: Sequence[int], sink=None):
         self.out_dir = Path(out_dir)
         self.agent, self.env, self.seeds = agent, env, list(seeds)
-        self.returns = CsvWriter(self.out_dir / "returns.csv", RETURNS_COLUMNS)
-        self.metrics = CsvWriter(self.out_dir / "metrics.csv", METRICS_COLUMNS)
+        if sink is None:
+            writers = {"returns": CsvWriter(self.out_dir / "returns.csv", RETURNS_COLUMNS),
+                       "metrics": CsvWriter(self.out_dir / "metrics.csv", METRICS_COLUMNS)}
+            self._writers = list(writers.values())
+            sink = lambda kind, row: writers[kind].write(row)  # noqa: E731
+        else:
+            self._writers = []
+        self.sink = sink
 
     def _id(self, member: int) -> dict[str, Any]:
         return {"agent": self.agent, "env": self.env, "seed": self.seeds[member]}
 
     def episode(self, member: int, **row: Any) -> None:
-        self.returns.write({**self._id(member), **row})
+        self.sink("returns", {**self._id(member), **row})
 
     def metric(self, member: int, **row: Any) -> None:
-        self.metrics.write({**self._id(member), **row})
+        self.sink("metrics", {**self._id(member), **row})
 
     def close(self) -> None:
-        self.returns.close()
-        self.metrics.close()
+        for writer in self._writers:
+            writer.close()

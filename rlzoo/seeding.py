@@ -10,8 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-EXPLORATION, REPLAY, EVAL_EXPLORATION = 1, 2, 4
-EVAL_ENV_OFFSET = 1_000_003  # evaluation environments use seed + i + this offset
+EXPLORATION, REPLAY, EVAL_EXPLORATION, EVAL_ENV = 1, 2, 4, 5
 
 
 def member_seeds(seed: int, population: int) -> list[int]:
@@ -21,3 +20,13 @@ def member_seeds(seed: int, population: int) -> list[int]:
 def member_rngs(seeds: Sequence[int], stream: int) -> list[np.random.Generator]:
     """One independent numpy generator per member for the given stream."""
     return [np.random.default_rng([int(s), int(stream)]) for s in seeds]
+
+
+def evaluation_seeds(seeds: Sequence[int], step: int) -> tuple[list[int], list[np.random.Generator]]:
+    """For the evaluation at ``step``: per member, a seed for its evaluation environment's reset and an
+    exploration generator. Fresh at every evaluation, so that nothing carries over from the previous one:
+    a member whose episodes end first keeps playing until every member has its episodes, and those extra
+    steps must not change its next evaluation (a member's numbers never depend on the other members)."""
+    # 31-bit seeds: ALE's vector environment takes int32
+    env_seeds = [int(np.random.SeedSequence([int(s), EVAL_ENV, int(step)]).generate_state(1)[0] >> 1) for s in seeds]
+    return env_seeds, [np.random.default_rng([int(s), EVAL_EXPLORATION, int(step)]) for s in seeds]

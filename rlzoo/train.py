@@ -24,6 +24,7 @@ from rlzoo.envs import num_states_for_table
 from rlzoo.errors import ConfigError
 from rlzoo.networks import ObservationEncoder, QNetwork, member_generators
 from rlzoo.parallel import ShardedLearner
+from rlzoo.processes import resume_hint, train_in_processes
 from rlzoo.progress import Progress
 from rlzoo.results import RunLogger
 from rlzoo.schedules import LinearSchedule
@@ -82,6 +83,9 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "max_grad_norm", low=0)
     _num(cfg, "checkpoint_every", integer=True, low=0)
     _num(cfg, "threads", integer=True, low=0)
+    if _num(cfg, "processes", integer=True, low=1) > 1 and _num(cfg, "learner_workers", integer=True, low=1) > 1:
+        raise ConfigError("processes > 1 and learner_workers > 1 cannot be combined: each process runs its members' "
+                          "whole loop on one core; set one of them to 1")
     if _num(cfg, "learner_workers", integer=True, low=1) > 1 and OmegaConf.select(cfg, "optimizer._target_") != ADAM:
         raise ConfigError(f"learner_workers > 1 needs optimizer=adam ({ADAM}), got "
                           f"{OmegaConf.select(cfg, 'optimizer._target_')}: use optimizer=adam or learner_workers=1")
@@ -183,8 +187,9 @@ def set_threads(threads: int, numpy_learner: bool) -> None:
     threadpool_limits(threads if numpy_learner else 1, user_api="blas")
 
 
-def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
-    """Validate, then make every part of a run. Returns a dict of the parts."""
+def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str, sink=None):
+    """Validate, then make every part of a run. Returns a dict of the parts. ``sink``: where the logger's
+    rows go instead of the CSVs in ``out_dir`` (see ``RunLogger``)."""
     validate(cfg)
     device = resolve_device(cfg.device)
     seeds = member_seeds(cfg.seed, cfg.n_seeds)
@@ -197,7 +202,7 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
     set_threads(int(cfg.threads), numpy_learner=bool(getattr(agent, "uses_numpy", False)))
     replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
     target_sync = make(cfg.target_sync)
-    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
+    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds, sink=sink)
     decay_steps = cfg.get("eps_decay_steps")
     if decay_steps is None:
         decay_steps = int(cfg.eps_decay_fraction * cfg.total_steps)
@@ -214,12 +219,18 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
     holds results is refused. ``overrides`` (the command line) are recorded in checkpoints for the resume hint.
     """
     validate(cfg)
+    show = cfg.get("progress", True) if progress is None else progress
+    shards = min(int(cfg.processes), int(cfg.n_seeds))
+    if shards > 1:
+        if resolve_device(cfg.device).type != "cpu":
+            raise ConfigError("processes > 1 runs members on CPU cores, one process each: use device=cpu, or "
+                              "processes=1 on a GPU")
+        return train_in_processes(cfg, out_dir, agent_name, show, overrides, shards)
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
     parts = build(cfg, out_dir, agent_name)
     ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, parts, config, overrides)
     state, agent = None, parts["agent"]
-    show = cfg.get("progress", True) if progress is None else progress
     log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
              parts["spec"].name, len(parts["seeds"]), parts["seeds"], cfg.total_steps, parts["device"], out_dir)
     try:
@@ -227,24 +238,14 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
             state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
             log.info("resumed %s at step %d of %d (environments %s)", out_dir, state.step, cfg.total_steps,
                      "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
-            ckpt.saved_step = state.step  # a finished run resumed again has nothing to do or rewrite
-        ckpt.schedule_after(state.step if state else 0)
         agent = learner(parts["agent"], cfg.learner_workers, len(parts["seeds"]))
         with ckpt.signals():
-            state = loop.run(parts["envs"], parts["eval_envs"], agent, parts["replay"], parts["target_sync"],
-                         parts["logger"], seeds=parts["seeds"], num_actions=parts["spec"].num_actions,
-                         total_steps=cfg.total_steps, learning_starts=cfg.learning_starts, train_freq=cfg.train_freq,
-                         epsilon=parts["schedule"], gamma=cfg.gamma, eval_every=cfg.eval_every,
-                         eval_episodes=cfg.eval_episodes, eval_epsilon=cfg.eval_epsilon, log_every=cfg.log_every,
-                         clip_rewards=parts["clip_rewards"], log_q_estimates=bool(cfg.log_q_estimates),
-                         progress=Progress(cfg.total_steps, enabled=show), state=state,
-                         nan_check=cfg.nan_check, checkpoint=ckpt)
+            state = run_loop(cfg, parts, agent, ckpt, state, Progress(cfg.total_steps, enabled=show))
         if ckpt.stop_requested:
-            resume = " ".join(o for o in overrides if not o.startswith(("hydra.run.dir=", "resume=")))
             raise checkpoint.RunStopped(
                 f"stopped by {signal.Signals(ckpt.signum).name} at step {state.step} of {cfg.total_steps}: checkpoint "
                 f"written to {ckpt.path} ({ckpt.bytes / 1e6:.1f} MB in {ckpt.seconds:.2f} s), CSVs flushed; continue "
-                f"with: python -m rlzoo {resume + ' ' if resume else ''}hydra.run.dir={out_dir} resume=true", ckpt.signum)
+                f"with: {resume_hint(overrides, out_dir)}", ckpt.signum)
         if ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)  # the final state: the trained networks, optimizer and replay
     finally:
@@ -255,6 +256,20 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
         parts["eval_envs"].close()
     parts["state"] = state
     return parts
+
+
+def run_loop(cfg: DictConfig, parts: dict, agent, ckpt, state, progress) -> loop.LoopState:
+    """``loop.run`` with the run's settings; ``state``: a resumed run's loop state, or None."""
+    if state is not None:
+        ckpt.saved_step = state.step  # a finished run resumed again has nothing to do or rewrite
+    ckpt.schedule_after(state.step if state else 0)
+    return loop.run(parts["envs"], parts["eval_envs"], agent, parts["replay"], parts["target_sync"], parts["logger"],
+                    seeds=parts["seeds"], num_actions=parts["spec"].num_actions, total_steps=cfg.total_steps,
+                    learning_starts=cfg.learning_starts, train_freq=cfg.train_freq, epsilon=parts["schedule"],
+                    gamma=cfg.gamma, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
+                    eval_epsilon=cfg.eval_epsilon, log_every=cfg.log_every, clip_rewards=parts["clip_rewards"],
+                    log_q_estimates=bool(cfg.log_q_estimates), progress=progress, state=state,
+                    nan_check=cfg.nan_check, checkpoint=ckpt)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -52,14 +52,13 @@ def test_population_member_equals_solo_run(cfg_factory, tmp_path):
                 if r["seed"] == "6"]
     rows_solo = read_rows(tmp_path / "solo" / "returns.csv", drop=("time", "q_estimate", "mc_return", "agent"))
     assert rows_pop == rows_solo and len(rows_solo) > 10
-    # same TD losses and Q estimates, to float tolerance (batched matmuls may round differently)
-    m_pop = pd.read_csv(tmp_path / "pop" / "metrics.csv").query("seed == 6").reset_index(drop=True)
-    m_solo = pd.read_csv(tmp_path / "solo" / "metrics.csv")
-    assert len(m_solo) == 12
-    np.testing.assert_allclose(m_pop["loss"].dropna(), m_solo["loss"].dropna(), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(m_pop["q_mean"].dropna(), m_solo["q_mean"].dropna(), rtol=1e-4, atol=1e-6)
+    # the same TD losses, Q estimates and weights, bit for bit: the numpy learner's arithmetic per member
+    # does not depend on the population size
+    m_pop = [r for r in read_rows(tmp_path / "pop" / "metrics.csv", drop=("time", "sps", "agent")) if r["seed"] == "6"]
+    m_solo = read_rows(tmp_path / "solo" / "metrics.csv", drop=("time", "sps", "agent"))
+    assert m_pop == m_solo and len(m_solo) == 12
     for p_pop, p_solo in zip(pop["agent"].q_net.parameters(), solo["agent"].q_net.parameters()):
-        torch.testing.assert_close(p_pop[1], p_solo[0], rtol=1e-4, atol=1e-5)
+        assert torch.equal(p_pop[1], p_solo[0])
     # and the other members really are different agents
     assert not torch.equal(pop["replay"].action[0], pop["replay"].action[1])
 

@@ -35,7 +35,7 @@ def clip_grad_norm_per_member(grads, max_norm: float):
     P = grads[0].shape[0]
     if isinstance(grads[0], np.ndarray):
         flat = [g.reshape(P, -1) for g in grads]
-        norms = np.sqrt(sum(np.einsum("ij,ij->i", f, f) for f in flat))
+        norms = np.sqrt(sum(np.vecdot(f, f) for f in flat))  # per row the same dot product for any P
     else:
         norms = torch.cat([g.reshape(P, -1) for g in grads], dim=1).norm(dim=1)
     coef = max_norm / (norms + 1e-6)
