@@ -3,8 +3,9 @@
 The members of a population are independent, so a run of ``P`` members is ``K`` runs of contiguous member
 shards. This process forks ``K`` workers; worker ``k`` builds the environments, agent and replay memory of its
 members (seeds ``seed + lo .. seed + hi - 1``, exactly as in a one-process run) and trains them with the same
-loop, on its own core. The workers send every CSV row through a pipe to this process, which alone writes
-``returns.csv`` and ``metrics.csv`` (flushed row by row) and draws the progress line.
+loop, on its own core. The workers send their CSV rows through pipes to this process (in batches, each row
+within a quarter of a second), which alone writes ``returns.csv`` and ``metrics.csv`` and draws the progress
+line.
 
 Checkpoints: each worker writes ``checkpoint.shard<k>.pt`` at its own step, after this process confirms that
 it has written all of the worker's rows so far; the checkpoint counts them. On resume the rows of each seed
@@ -39,7 +40,7 @@ from rlzoo.results import METRICS_COLUMNS, RETURNS_COLUMNS, CsvWriter
 from rlzoo.seeding import member_seeds
 
 log = logging.getLogger("rlzoo")
-ROW, SYNC, PROGRESS, DONE, ERROR = range(5)
+ROWS, SYNC, PROGRESS, DONE, ERROR = range(5)
 KINDS = {"returns": "returns.csv", "metrics": "metrics.csv"}
 
 
@@ -91,21 +92,42 @@ def cut_rows(out_dir: Path, shards: list[dict]) -> int:
 
 
 # -- a worker ----------------------------------------------------------------------------------------------
-class _PipeProgress:
-    """The loop's progress calls, sent to the parent at most every ``interval`` seconds."""
+class _Outbox:
+    """A worker's rows and progress, sent to the parent in batches: one message per row would wake the parent
+    thousands of times a second, and on a machine whose cores all train, each wake-up takes a worker's core.
+    Rows wait at most ``max_wait`` seconds (checked at each row and at every progress call, every 100 steps),
+    and are always sent before a checkpoint and when the worker ends."""
 
-    def __init__(self, conn, shard: int, interval: float = 0.5):
-        self.conn, self.shard, self.interval, self._last = conn, shard, interval, -math.inf
+    def __init__(self, conn, shard: int, max_wait: float = 0.25, max_rows: int = 500, progress_every: float = 0.5):
+        self.conn, self.shard, self.max_wait, self.max_rows, self.progress_every = conn, shard, max_wait, max_rows, progress_every
+        self.rows, self.since, self._shown = [], 0.0, -math.inf
+        self.counts = {name: 0 for name in KINDS.values()}  # rows sent, per CSV
+
+    def row(self, kind: str, row: dict) -> None:
+        self.counts[KINDS[kind]] += 1
+        if not self.rows:
+            self.since = time.perf_counter()
+        self.rows.append((kind, row))
+        if len(self.rows) >= self.max_rows or time.perf_counter() - self.since >= self.max_wait:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.conn.send((ROWS, self.rows))
+            self.rows = []
 
     def update(self, step: int, sps: float, recent, force: bool = False) -> None:
+        """The loop's progress calls."""
         now = time.perf_counter()
-        if force or now - self._last >= self.interval:
-            self._last = now
+        if self.rows and now - self.since >= self.max_wait:
+            self.flush()
+        if force or now - self._shown >= self.progress_every:
+            self._shown = now
             self.conn.send((PROGRESS, self.shard, step, float(sps), list(recent)))
 
 
 def _worker(k: int, lo: int, hi: int, cfg: DictConfig, out_dir: Path, agent_name: str, overrides, config: dict,
-            conn, inherited, resume: bool) -> None:
+            conn, inherited, resume: bool, start) -> None:
     from rlzoo.train import build, run_loop
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which forwards it as SIGTERM
@@ -113,39 +135,38 @@ def _worker(k: int, lo: int, hi: int, cfg: DictConfig, out_dir: Path, agent_name
     signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
     for other in inherited:  # the parent's ends of the pipes, copied by fork: closed, so that the parent's
         other.close()  # exit (even SIGKILL) reaches this worker as a broken pipe
-    counts = {name: 0 for name in KINDS.values()}
+    outbox = _Outbox(conn, k)
 
-    def sink(kind: str, row: dict) -> None:
-        counts[KINDS[kind]] += 1
-        conn.send((ROW, kind, row))
-
-    def positions() -> dict:  # at a checkpoint: wait until the parent has written every row sent so far
+    def positions() -> dict:  # at a checkpoint: wait until the parent has written every row so far
+        outbox.flush()
         conn.send((SYNC, k))
         conn.recv()
-        return {"rows": dict(counts)}
+        return {"rows": dict(outbox.counts)}
 
     parts = None
     try:
         sub = cfg.copy()
         with open_dict(sub):
             sub.seed, sub.n_seeds = int(cfg.seed) + lo, hi - lo
-        parts = build(sub, out_dir, agent_name, sink=sink)
+        parts = build(sub, out_dir, agent_name, sink=outbox.row)
         ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, parts, config, overrides,
                                        filename=shard_filename(k), positions=positions)
         state = None
         if resume:
             state, meta = checkpoint.restore(parts, checkpoint.read(out_dir / shard_filename(k)), out_dir,
                                              loop.LoopState, cut_csvs=False)
-            counts.update(meta["csv"]["rows"])
+            outbox.counts.update(meta["csv"]["rows"])
         with ckpt.signals(which=(signal.SIGTERM,)):
             if early:
                 ckpt._on_signal(early[0], None)
+            start.wait()  # every process has built its run: the loops start together
             began = time.monotonic()  # the system's clock, the same in every process
-            state = run_loop(sub, parts, parts["agent"], ckpt, state, _PipeProgress(conn, k))
+            state = run_loop(sub, parts, parts["agent"], ckpt, state, outbox)
             ended = time.monotonic()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the final checkpoint is written in any case
         if not ckpt.stop_requested and ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)
+        outbox.flush()
         conn.send((DONE, k, state.step, ckpt.signum, ckpt.bytes, began, ended))
     except (BrokenPipeError, EOFError):  # the parent is gone
         pass
@@ -157,6 +178,7 @@ def _worker(k: int, lo: int, hi: int, cfg: DictConfig, out_dir: Path, agent_name
         except Exception:
             exc = None
         try:
+            outbox.flush()  # the rows logged before the error are valid
             conn.send((ERROR, k, exc, traceback.format_exc()))
         except OSError:
             pass
@@ -205,6 +227,7 @@ def train_in_processes(cfg: DictConfig, out_dir, agent_name: str, show: bool, ov
     writers = {}  # opened at their first row: a run that fails while building leaves no CSV behind
     progress = Progress(cfg.total_steps, enabled=show)
     ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(len(bounds))
     procs, conns = [], []
     previous, finished = {}, False
     stop = {"signum": None}
@@ -224,7 +247,7 @@ def train_in_processes(cfg: DictConfig, out_dir, agent_name: str, show: bool, ov
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, name=f"rlzoo-seeds-{seeds[lo]}-{seeds[hi - 1]}", daemon=True,
                                args=(k, lo, hi, cfg, out_dir, agent_name, list(overrides), config, child,
-                                     [*conns, parent], bool(resumed)))
+                                     [*conns, parent], bool(resumed), start))
             proc.start()
             child.close()
             procs.append(proc)
@@ -251,12 +274,14 @@ def train_in_processes(cfg: DictConfig, out_dir, agent_name: str, show: bool, ov
                                             "without finishing")
                     continue
                 tag = message[0]
-                if tag == ROW:
-                    kind = message[1]
-                    if kind not in writers:
-                        writers[kind] = CsvWriter(out_dir / KINDS[kind], RETURNS_COLUMNS if kind == "returns"
-                                                  else METRICS_COLUMNS)
-                    writers[kind].write(message[2])
+                if tag == ROWS:
+                    for kind, row in message[1]:
+                        if kind not in writers:
+                            writers[kind] = CsvWriter(out_dir / KINDS[kind], RETURNS_COLUMNS if kind == "returns"
+                                                      else METRICS_COLUMNS)
+                        writers[kind].write(row, flush=False)
+                    for writer in writers.values():
+                        writer.flush()
                 elif tag == PROGRESS:
                     lo, hi = bounds[k]
                     steps[k], sps[k], recent[lo:hi] = message[2], message[3], message[4]

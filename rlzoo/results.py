@@ -36,8 +36,12 @@ class CsvWriter:
             self._writer.writerow(self.columns)
             self._file.flush()
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], flush: bool = True) -> None:
         self._writer.writerow([_fmt(row.get(c)) for c in self.columns])
+        if flush:
+            self._file.flush()
+
+    def flush(self) -> None:
         self._file.flush()
 
     def close(self) -> None:
