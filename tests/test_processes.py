@@ -205,3 +205,36 @@ def test_cli_ctrl_c_stops_all_processes_and_resume_finishes(tmp_path):
     rows = read_rows(metrics)
     assert sorted((r["seed"], int(r["step"])) for r in rows) == sorted(
         (s, step) for s in ("0", "1") for step in range(500, 12001, 500))  # every row once
+
+
+class FakeConn:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, message):
+        self.sent.append(message)
+
+
+def test_outbox_sends_rows_in_batches_within_the_wait_and_counts_them(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(processes.time, "perf_counter", lambda: clock[0])
+    conn = FakeConn()
+    box = processes._Outbox(conn, shard=1, max_wait=0.25, max_rows=3, progress_every=0.5)
+    box.row("returns", {"step": 1})
+    box.row("metrics", {"step": 1})
+    assert conn.sent == []  # waiting for more rows
+    box.row("returns", {"step": 2})  # the third row fills the batch
+    assert conn.sent == [(processes.ROWS, [("returns", {"step": 1}), ("metrics", {"step": 1}), ("returns", {"step": 2})])]
+    box.row("returns", {"step": 3})
+    clock[0] += 0.2
+    box.update(3, 10.0, [1.0])  # progress sent (first call); the row is 0.2 s old: it waits
+    assert conn.sent[-1] == (processes.PROGRESS, 1, 3, 10.0, [1.0]) and len(conn.sent) == 2
+    clock[0] += 0.1
+    box.update(4, 10.0, [1.0])  # now 0.3 s old: sent; the next progress report waits for 0.5 s
+    assert conn.sent[-1] == (processes.ROWS, [("returns", {"step": 3})]) and len(conn.sent) == 3
+    box.row("metrics", {"step": 5})
+    box.flush()
+    assert conn.sent[-1] == (processes.ROWS, [("metrics", {"step": 5})])
+    box.flush()  # nothing left: nothing sent
+    assert len(conn.sent) == 4
+    assert box.counts == {"returns.csv": 3, "metrics.csv": 2}
