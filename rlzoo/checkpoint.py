@@ -453,8 +453,12 @@ class Checkpointer:
             print(f"rlzoo: stopped at once by a second {signal.Signals(signum).name}; the last checkpoint "
                   f"(step {self.saved_step}) is intact", file=sys.stderr)
             raise SystemExit(128 + signum)
+        self.request_stop(signum)
+
+    def request_stop(self, signum: int) -> None:
+        """Checkpoint at the end of the current step and stop, as on ``signum``."""
         self.signum = signum
-        self.next_at = 0  # checkpoint at the end of the current step
+        self.next_at = 0
 
     @contextmanager
     def signals(self, which=(signal.SIGINT, signal.SIGTERM)):

@@ -158,7 +158,7 @@ def _worker(k: int, lo: int, hi: int, cfg: DictConfig, out_dir: Path, agent_name
             outbox.counts.update(meta["csv"]["rows"])
         with ckpt.signals(which=(signal.SIGTERM,)):
             if early:
-                ckpt._on_signal(early[0], None)
+                ckpt.request_stop(early[0])
             start.wait()  # every process has built its run: the loops start together
             began = time.monotonic()  # the system's clock, the same in every process
             state = run_loop(sub, parts, parts["agent"], ckpt, state, outbox)
