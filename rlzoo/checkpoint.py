@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from rlzoo.errors import ConfigError
+from rlzoo.results import TABLES
 
 FILENAME = "checkpoint.pt"
 FORMAT, VERSION = "rlzoo-checkpoint", 3  # 2: PopLinear weights stored [P, out, in]; 3: no evaluation generators
@@ -40,14 +41,14 @@ FORMAT, VERSION = "rlzoo-checkpoint", 3  # 2: PopLinear weights stored [P, out, 
 RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "learner_workers", "cpu_numpy",
                      "nan_check")
 SHARD_GLOB = "checkpoint.shard*.pt"  # processes=K > 1: one checkpoint per process, checkpoint.shard<k>.pt
+CSV_FILES = tuple(name for name, _ in TABLES.values())
+_ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
+COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
+CHUNK_BYTES = 1 << 24  # ... in chunks of 16 MiB
 
 
 def shard_filename(k: int) -> str:
     return f"checkpoint.shard{k}.pt"
-CSV_FILES = ("returns.csv", "metrics.csv")
-_ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
-COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
-CHUNK_BYTES = 1 << 24  # ... in chunks of 16 MiB
 
 
 class CheckpointError(ConfigError):
@@ -261,41 +262,32 @@ def truncate_csvs(out_dir: Path, positions: dict) -> int:
     return removed
 
 
-def _rows(path: Path):
-    """The lines of a CSV and, per data line, its (seed, step)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        lines = f.readlines()
-    if not lines:
-        return [], []
-    columns = next(csv.reader(lines[:1]))
-    seed_at, step_at = columns.index("seed"), columns.index("step")
-    return lines, [(int(r[seed_at]), int(r[step_at])) for r in csv.reader(lines[1:])]
-
-
-def rows_per_seed_until(path: Path, steps: dict[int, int]) -> dict[int, int]:
-    """How many rows of each seed ``s`` in ``steps`` a CSV holds with ``step <= steps[s]``."""
-    counts = {}
-    if path.exists():
-        for seed, step in _rows(path)[1]:
-            if seed in steps and step <= steps[seed]:
-                counts[seed] = counts.get(seed, 0) + 1
-    return counts
-
-
-def cut_csvs_per_seed(out_dir: Path, steps: dict[int, int]) -> int:
-    """Drop the rows of seed ``s`` whose step is past ``steps[s]``: with processes > 1 every process
-    checkpoints its own members at its own step, and their rows interleave in the CSVs. A row with
-    ``step <= steps[s]`` was written before that checkpoint, a later one is written again on resume.
-    Returns the number of rows removed."""
-    removed = 0
+def seed_steps(out_dir: Path) -> dict[str, tuple[list[str], list[tuple[int, int]]]]:
+    """Per CSV of the run that holds rows: its lines and, per data line, its (seed, step)."""
+    out = {}
     for name in CSV_FILES:
         path = out_dir / name
         if not path.exists() or path.stat().st_size == 0:
             continue
-        lines, keys = _rows(path)
+        with open(path, newline="", encoding="utf-8") as f:
+            lines = f.readlines()
+        columns = next(csv.reader(lines[:1]))
+        seed_at, step_at = columns.index("seed"), columns.index("step")
+        out[name] = lines, [(int(r[seed_at]), int(r[step_at])) for r in csv.reader(lines[1:])]
+    return out
+
+
+def cut_csvs_per_seed(out_dir: Path, steps: dict[int, int], tables: dict) -> int:
+    """Drop the rows of seed ``s`` whose step is past ``steps[s]``: with processes > 1 every process
+    checkpoints its own members at its own step, and their rows interleave in the CSVs. A row with
+    ``step <= steps[s]`` was written before that checkpoint, a later one is written again on resume.
+    ``tables``: ``seed_steps(out_dir)``. Returns the number of rows removed."""
+    removed = 0
+    for name, (lines, keys) in tables.items():
         kept = [lines[0]] + [line for line, (seed, step) in zip(lines[1:], keys) if step <= steps[seed]]
         if len(kept) < len(lines):
             removed += len(lines) - len(kept)
+            path = out_dir / name
             tmp = path.with_name(path.name + ".tmp")
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 f.writelines(kept)

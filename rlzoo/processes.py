@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -36,12 +37,11 @@ from rlzoo.checkpoint import CheckpointError, shard_filename
 from rlzoo.errors import ConfigError
 from rlzoo.parallel import shard_bounds
 from rlzoo.progress import Progress
-from rlzoo.results import METRICS_COLUMNS, RETURNS_COLUMNS, CsvWriter
+from rlzoo.results import TABLES, open_table
 from rlzoo.seeding import member_seeds
 
 log = logging.getLogger("rlzoo")
 ROWS, SYNC, PROGRESS, DONE, ERROR = range(5)
-KINDS = {"returns": "returns.csv", "metrics": "metrics.csv"}
 
 
 def resume_hint(overrides, out_dir) -> str:
@@ -55,32 +55,33 @@ def prepare(out_dir: Path, resume: bool, config: dict, shards: int) -> list[dict
     and counted rows (the checkpoints are read and checked here, and read again by their workers)."""
     if not resume or (out_dir / checkpoint.FILENAME).exists():
         return checkpoint.prepare(out_dir, resume, config)  # a new run, or one trained in one process: refused
-    found = sorted(out_dir.glob(checkpoint.SHARD_GLOB))
-    if not found:
-        raise CheckpointError(f"resume=true but {out_dir} has no checkpoint (checkpoint_every=0, or the run stopped "
-                              "before its first checkpoint): start a new run instead")
-    checkpoint.check_config(json.loads(checkpoint.read(found[0])["meta"]), out_dir, config)  # e.g. another K
-    paths = [out_dir / shard_filename(k) for k in range(shards)]
-    missing = [p.name for p in paths if not p.exists()]
-    if missing:
-        raise CheckpointError(f"resume=true but {out_dir} lacks {', '.join(missing)} of its {shards} processes' "
-                              "checkpoints: the files were removed; start a new run instead")
-    out = []
-    for path in paths:
+    found = {}  # each checkpoint is read once here; the first checked refuses another processes=<K>
+    for path in sorted(out_dir.glob(checkpoint.SHARD_GLOB)):
         payload = checkpoint.read(path)
         meta = json.loads(payload["meta"])
         checkpoint.check_config(meta, out_dir, config)
-        out.append({"step": int(payload["step"]), "seeds": [int(s) for s in meta["seeds"]], "rows": meta["csv"]["rows"]})
+        found[path.name] = {"step": int(payload["step"]), "seeds": [int(s) for s in meta["seeds"]],
+                            "rows": meta["csv"]["rows"]}
         del payload
-    return out
+    if not found:
+        raise CheckpointError(f"resume=true but {out_dir} has no checkpoint (checkpoint_every=0, or the run stopped "
+                              "before its first checkpoint): start a new run instead")
+    names = [shard_filename(k) for k in range(shards)]
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise CheckpointError(f"resume=true but {out_dir} lacks {', '.join(missing)} of its {shards} processes' "
+                              "checkpoints: the files were removed; start a new run instead")
+    return [found[name] for name in names]
 
 
 def cut_rows(out_dir: Path, shards: list[dict]) -> int:
     """Check that each shard's counted rows are in the CSVs, then drop each seed's rows past its shard's
     checkpoint (written again on resume). Returns the number of rows dropped."""
     step_of = {s: sh["step"] for sh in shards for s in sh["seeds"]}
-    for name in KINDS.values():
-        counts = checkpoint.rows_per_seed_until(out_dir / name, step_of)
+    tables = checkpoint.seed_steps(out_dir)
+    for name, _ in TABLES.values():
+        keys = tables.get(name, ([], []))[1]
+        counts = Counter(seed for seed, step in keys if seed in step_of and step <= step_of[seed])
         for sh in shards:
             have, counted = sum(counts.get(s, 0) for s in sh["seeds"]), sh["rows"].get(name, 0)
             if have != counted:
@@ -88,7 +89,7 @@ def cut_rows(out_dir: Path, shards: list[dict]) -> int:
                     f"{out_dir / name} has {have} rows of seeds {sh['seeds'][0]}..{sh['seeds'][-1]} up to step "
                     f"{sh['step']}, but {counted} were written before their checkpoint: the file was truncated, "
                     "replaced or edited; restore it or start a new run in another directory")
-    return checkpoint.cut_csvs_per_seed(out_dir, step_of)
+    return checkpoint.cut_csvs_per_seed(out_dir, step_of, tables)
 
 
 # -- a worker ----------------------------------------------------------------------------------------------
@@ -101,10 +102,10 @@ class _Outbox:
     def __init__(self, conn, shard: int, max_wait: float = 0.25, max_rows: int = 500, progress_every: float = 0.5):
         self.conn, self.shard, self.max_wait, self.max_rows, self.progress_every = conn, shard, max_wait, max_rows, progress_every
         self.rows, self.since, self._shown = [], 0.0, -math.inf
-        self.counts = {name: 0 for name in KINDS.values()}  # rows sent, per CSV
+        self.counts = {name: 0 for name, _ in TABLES.values()}  # rows sent, per CSV
 
     def row(self, kind: str, row: dict) -> None:
-        self.counts[KINDS[kind]] += 1
+        self.counts[TABLES[kind][0]] += 1
         if not self.rows:
             self.since = time.perf_counter()
         self.rows.append((kind, row))
@@ -277,8 +278,7 @@ def train_in_processes(cfg: DictConfig, out_dir, agent_name: str, show: bool, ov
                 if tag == ROWS:
                     for kind, row in message[1]:
                         if kind not in writers:
-                            writers[kind] = CsvWriter(out_dir / KINDS[kind], RETURNS_COLUMNS if kind == "returns"
-                                                      else METRICS_COLUMNS)
+                            writers[kind] = open_table(out_dir, kind)
                         writers[kind].write(row, flush=False)
                     for writer in writers.values():
                         writer.flush()

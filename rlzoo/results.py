@@ -14,6 +14,7 @@ from typing import Any, Sequence
 RETURNS_COLUMNS = ("agent", "env", "seed", "phase", "step", "episode", "return", "length", "truncated",
                    "q_estimate", "mc_return", "time")
 METRICS_COLUMNS = ("agent", "env", "seed", "step", "updates", "loss", "q_mean", "grad_norm", "epsilon", "sps", "time")
+TABLES = {"returns": ("returns.csv", RETURNS_COLUMNS), "metrics": ("metrics.csv", METRICS_COLUMNS)}  # kind: file, columns
 
 
 def _fmt(value: Any) -> Any:
@@ -49,6 +50,12 @@ class CsvWriter:
             self._file.close()
 
 
+def open_table(out_dir: str | os.PathLike, kind: str) -> CsvWriter:
+    """The writer of ``kind``'s CSV (``TABLES``) in ``out_dir``."""
+    name, columns = TABLES[kind]
+    return CsvWriter(Path(out_dir) / name, columns)
+
+
 class RunLogger:
     """Writes ``returns.csv`` (one row per finished episode, train or eval) and ``metrics.csv``
     (periodic per-member training metrics) into ``out_dir``; or, given a ``sink``, calls
@@ -59,8 +66,7 @@ class RunLogger:
         self.out_dir = Path(out_dir)
         self.agent, self.env, self.seeds = agent, env, list(seeds)
         if sink is None:
-            writers = {"returns": CsvWriter(self.out_dir / "returns.csv", RETURNS_COLUMNS),
-                       "metrics": CsvWriter(self.out_dir / "metrics.csv", METRICS_COLUMNS)}
+            writers = {kind: open_table(self.out_dir, kind) for kind in TABLES}
             self._writers = list(writers.values())
             sink = lambda kind, row: writers[kind].write(row)  # noqa: E731
         else:
