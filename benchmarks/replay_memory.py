@@ -1,6 +1,6 @@
 """Memory of the frame replay (``replay=frames``) for Atari-sized transitions.
 
-Fills ``rlzoo.frame_replay.FrameReplay`` with N transitions of 84x84 frames (synthetic by default:
+Fills ``rlzoo.replay.frames.FrameReplay`` with N transitions of 84x84 frames (synthetic by default:
 episodes of ``--episode-length`` steps with zero-padded first stacks, frames drawn from a pool of
 distinct random images; ``--real`` records Pong with random actions instead, slower), samples from it,
 and prints the bytes of storage per transition and the process's peak resident memory.
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from rlzoo.frame_replay import FrameReplay
+from rlzoo.replay.frames import FrameReplay
 
 GIB = 2 ** 30
 
@@ -53,7 +53,7 @@ def synthetic(n: int, episode_length: int, rng):
 
 
 def real(n: int):
-    from rlzoo.atari import make_atari_env
+    from rlzoo.envs.atari import make_atari_env
     envs, spec = make_atari_env("ALE/Pong-v5", 1, num_threads=1)
     rng = np.random.default_rng(0)
     obs, _ = envs.reset(seed=[0])

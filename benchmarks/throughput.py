@@ -15,8 +15,6 @@ drifts; ratios taken side by side are steadier than either number). Lines:
     rlzoo P=1, P=10         n_seeds=1 / 10, the shipped CPU path (cpu_numpy=true: numpy acting and learner)
     rlzoo P=1/P=10 torch    the same with cpu_numpy=false (PyTorch and autograd, the path CUDA and CNNs use)
     rlzoo P=10 2thr         threads=2: numpy's BLAS on both cores
-    rlzoo P=10 2proc        learner_workers=2: each update split over two processes (5 members each)
-    rlzoo P=10 2runproc     processes=2: one run whose 10 members are trained by two processes (5 each, whole loop)
     rlzoo 2 runs x P=5      the 10 agents as two concurrent runs of n_seeds=5 (a parallel sweep over seed=0,5)
 
     python benchmarks/throughput.py                 # 30,000 steps, 3 repeats
@@ -37,15 +35,14 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rlzoo import loop
-from rlzoo.parallel import shard_bounds
-from rlzoo.train import CONF_DIR, build, learner, train
+from rlzoo.train import CONF_DIR, build
 
 REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_000, train_freq=10,
                  target_every_steps=500, lr=2.5e-4, gamma=0.99, eps_end=0.05, eps_fraction=0.5)
 
 
-def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True, learner_workers: int = 1) -> float:
-    t0, t1 = _rlzoo_loop(steps, n_seeds, threads=threads, cpu_numpy=cpu_numpy, learner_workers=learner_workers)
+def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True) -> float:
+    t0, t1 = _rlzoo_loop(steps, n_seeds, threads=threads, cpu_numpy=cpu_numpy)
     return steps * n_seeds / (t1 - t0)
 
 
@@ -62,7 +59,7 @@ def _config(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy
 
 
 def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True,
-                learner_workers: int = 1, start=None) -> tuple[float, float]:
+                start=None) -> tuple[float, float]:
     """Build a run and time its training loop: ``(start, end)`` on the system's monotonic clock. ``start``:
     a barrier to wait at between building and training."""
     cfg = _config(steps, n_seeds, seed, threads, cpu_numpy)
@@ -71,14 +68,11 @@ def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_n
         if start is not None:
             start.wait()
         t0 = time.monotonic()
-        agent = learner(p["agent"], learner_workers, n_seeds)  # worker processes start at the first update
-        loop.run(p["envs"], p["eval_envs"], agent, p["replay"], p["target_sync"], p["logger"], seeds=p["seeds"],
+        loop.run(p["envs"], p["eval_envs"], p["agent"], p["replay"], p["target_sync"], p["logger"], seeds=p["seeds"],
                  num_actions=p["spec"].num_actions, total_steps=steps, learning_starts=cfg.learning_starts,
                  train_freq=cfg.train_freq, epsilon=p["schedule"], gamma=cfg.gamma, eval_every=0, eval_episodes=1,
                  eval_epsilon=0.0, log_every=cfg.log_every, log_q_estimates=False)
         t1 = time.monotonic()
-        if agent is not p["agent"]:
-            agent.close()
         p["logger"].close()
     return t0, t1
 
@@ -93,7 +87,8 @@ def rlzoo_split_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
     the time from the common start of their training loops to the end of the last one."""
     ctx = multiprocessing.get_context("fork")
     start, queue = ctx.Barrier(processes), ctx.Queue()
-    bounds = shard_bounds(n_seeds, processes)
+    share = n_seeds // processes
+    bounds = [(k * share, n_seeds if k == processes - 1 else (k + 1) * share) for k in range(processes)]
     procs = [ctx.Process(target=_shard, args=(steps, b - a, a, start, queue)) for a, b in bounds]
     for proc in procs:
         proc.start()
@@ -101,14 +96,6 @@ def rlzoo_split_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
     for proc in procs:
         proc.join()
     return steps * n_seeds / (max(t1 for _, t1 in spans) - min(t0 for t0, _ in spans))
-
-
-def rlzoo_processes_sps(steps: int, n_seeds: int = 10, processes: int = 2) -> float:
-    """One run with ``processes=2`` through ``train`` (CSV rows go through the training process), timed from
-    the first worker's loop start to the last one's end, as the other lines time the loop alone."""
-    cfg = _config(steps, n_seeds, extra=[f"processes={processes}", "nan_check=false", "progress=false"])
-    with tempfile.TemporaryDirectory() as out:
-        return steps * n_seeds / train(cfg, out, "dqn")["loop_seconds"]
 
 
 def sb3_sps(steps: int, threads: int = 1) -> float:
@@ -135,8 +122,6 @@ CONFIGS = {  # label -> (function, keyword arguments)
     "rlzoo P=10": (rlzoo_sps, dict(n_seeds=10)),
     "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, cpu_numpy=False)),
     "rlzoo P=10 2thr": (rlzoo_sps, dict(n_seeds=10, threads=2)),
-    "rlzoo P=10 2proc": (rlzoo_sps, dict(n_seeds=10, learner_workers=2)),
-    "rlzoo P=10 2runproc": (rlzoo_processes_sps, dict(n_seeds=10, processes=2)),
     "rlzoo 2 runs x P=5": (rlzoo_split_sps, dict(n_seeds=10, processes=2)),
 }
 

@@ -21,7 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rlzoo import loop
-from rlzoo.atari import make_atari_env
+from rlzoo.envs.atari import make_atari_env
 from rlzoo.train import CONF_DIR, build
 
 

@@ -18,15 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
-from rlzoo import checkpoint, loop
+from rlzoo import loop
+from rlzoo.io import checkpoint
 from rlzoo.agents.tabular import Discretizer
 from rlzoo.envs import num_states_for_table
 from rlzoo.errors import ConfigError
-from rlzoo.networks import ObservationEncoder, QNetwork, member_generators
-from rlzoo.parallel import ShardedLearner
-from rlzoo.processes import resume_hint, train_in_processes
+from rlzoo.nets import ObservationEncoder, QNetwork, member_generators
 from rlzoo.progress import Progress
-from rlzoo.results import RunLogger
+from rlzoo.io.tables import RunLogger
 from rlzoo.schedules import LinearSchedule
 from rlzoo.seeding import member_seeds
 
@@ -65,7 +64,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"learning_starts={starts} is larger than total_steps={total}: the agent would never "
                           "learn. Lower learning_starts or raise total_steps")
     _num(cfg, "train_freq", integer=True, low=1)
-    _num(cfg, "lr", low=0, low_open=True)
+    lr = _num(cfg, "lr", low=0, low_open=True)
+    if cfg.get("lr_end") is not None:
+        _num(cfg, "lr_end", low=0, high=lr)
     _num(cfg, "gamma", low=0, high=1)
     if cfg.get("eps_decay_steps") is not None:
         _num(cfg, "eps_decay_steps", integer=True, low=0)
@@ -83,12 +84,6 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "max_grad_norm", low=0)
     _num(cfg, "checkpoint_every", integer=True, low=0)
     _num(cfg, "threads", integer=True, low=0)
-    if _num(cfg, "processes", integer=True, low=1) > 1 and _num(cfg, "learner_workers", integer=True, low=1) > 1:
-        raise ConfigError("processes > 1 and learner_workers > 1 cannot be combined: each process runs its members' "
-                          "whole loop on one core; set one of them to 1")
-    if _num(cfg, "learner_workers", integer=True, low=1) > 1 and OmegaConf.select(cfg, "optimizer._target_") != ADAM:
-        raise ConfigError(f"learner_workers > 1 needs optimizer=adam ({ADAM}), got "
-                          f"{OmegaConf.select(cfg, 'optimizer._target_')}: use optimizer=adam or learner_workers=1")
     for key in ("resume", "nan_check", "cpu_numpy"):
         if not isinstance(cfg.get(key), bool):
             raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
@@ -151,7 +146,23 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
     optimizer = make(cfg.optimizer, params=q_net.parameters())
     target_fn = plain_partial(make(agent_cfg.pop("target_fn")))
     return make(agent_cfg, q_net=q_net, optimizer=optimizer, target_fn=target_fn,
-                cpu_numpy=bool(cfg.get("cpu_numpy", True)))
+                cpu_numpy=bool(cfg.get("cpu_numpy", True)), lr_scheduler=lr_scheduler(cfg))
+
+
+def num_updates(total_steps: int, learning_starts: int, train_freq: int) -> int:
+    """Learner updates in a run: one at every step ``t >= learning_starts`` with ``t % train_freq == 0``."""
+    return total_steps // train_freq - (learning_starts - 1) // train_freq
+
+
+def lr_scheduler(cfg: DictConfig):
+    """``lr_end`` set: the learning rate decays linearly from ``lr`` to ``lr_end`` over the run's learner
+    updates (``torch.optim.lr_scheduler.LinearLR``); None: it stays constant."""
+    if cfg.get("lr_end") is None:
+        return None
+    factor = float(cfg.lr_end) / float(cfg.lr)
+    updates = num_updates(cfg.total_steps, cfg.learning_starts, cfg.train_freq)
+    return functools.partial(torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=factor,
+                             total_iters=max(updates, 1))
 
 
 def plain_partial(fn):
@@ -161,20 +172,6 @@ def plain_partial(fn):
     if isinstance(fn, functools.partial):
         return functools.partial(fn.func, *fn.args, **fn.keywords)
     return fn
-
-
-def learner(agent, workers: int, population: int):
-    """The agent the loop trains: ``agent`` itself, or with ``workers > 1`` a ``ShardedLearner`` that splits
-    its updates over that many processes (deep agents on the CPU; at most one member per process)."""
-    workers = min(int(workers), population)
-    if workers <= 1:
-        return agent
-    reason = ("the Q-table agent's updates are not split" if not hasattr(agent, "q_net") else
-              "updates on a GPU are not split over CPU processes" if agent.device.type != "cpu" else None)
-    if reason:
-        log.warning("learner_workers=%d ignored: %s", workers, reason)
-        return agent
-    return ShardedLearner(agent, workers)
 
 
 def set_threads(threads: int, numpy_learner: bool) -> None:
@@ -187,9 +184,8 @@ def set_threads(threads: int, numpy_learner: bool) -> None:
     threadpool_limits(threads if numpy_learner else 1, user_api="blas")
 
 
-def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str, sink=None):
-    """Validate, then make every part of a run. Returns a dict of the parts. ``sink``: where the logger's
-    rows go instead of the CSVs in ``out_dir`` (see ``RunLogger``)."""
+def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
+    """Validate, then make every part of a run. Returns a dict of the parts."""
     validate(cfg)
     device = resolve_device(cfg.device)
     seeds = member_seeds(cfg.seed, cfg.n_seeds)
@@ -202,7 +198,7 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str, sink=Non
     set_threads(int(cfg.threads), numpy_learner=bool(getattr(agent, "uses_numpy", False)))
     replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
     target_sync = make(cfg.target_sync)
-    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds, sink=sink)
+    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
     decay_steps = cfg.get("eps_decay_steps")
     if decay_steps is None:
         decay_steps = int(cfg.eps_decay_fraction * cfg.total_steps)
@@ -220,12 +216,6 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
     """
     validate(cfg)
     show = cfg.get("progress", True) if progress is None else progress
-    shards = min(int(cfg.processes), int(cfg.n_seeds))
-    if shards > 1:
-        if resolve_device(cfg.device).type != "cpu":
-            raise ConfigError("processes > 1 runs members on CPU cores, one process each: use device=cpu, or "
-                              "processes=1 on a GPU")
-        return train_in_processes(cfg, out_dir, agent_name, show, overrides, shards)
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
     parts = build(cfg, out_dir, agent_name)
@@ -238,7 +228,6 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
             state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
             log.info("resumed %s at step %d of %d (environments %s)", out_dir, state.step, cfg.total_steps,
                      "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
-        agent = learner(parts["agent"], cfg.learner_workers, len(parts["seeds"]))
         with ckpt.signals():
             state = run_loop(cfg, parts, agent, ckpt, state, Progress(cfg.total_steps, enabled=show))
         if ckpt.stop_requested:
@@ -249,13 +238,17 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
         if ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)  # the final state: the trained networks, optimizer and replay
     finally:
-        if agent is not parts["agent"]:
-            agent.close()
         parts["logger"].close()
         parts["envs"].close()
         parts["eval_envs"].close()
     parts["state"] = state
     return parts
+
+
+def resume_hint(overrides, out_dir) -> str:
+    """The command that continues a stopped run."""
+    kept = " ".join(o for o in overrides if not o.startswith(("hydra.run.dir=", "resume=")))
+    return f"python -m rlzoo {kept + ' ' if kept else ''}hydra.run.dir={out_dir} resume=true"
 
 
 def run_loop(cfg: DictConfig, parts: dict, agent, ckpt, state, progress) -> loop.LoopState:

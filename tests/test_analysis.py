@@ -171,7 +171,7 @@ def test_unfinished_run_is_flagged_and_left_out_of_the_summary(tmp_path, capsys)
 def test_labels_tell_ablations_apart(tmp_path):
     evals = {100: [1.0]}
     write_run(tmp_path / "full", "dqn", [0], evals, total_steps=100,
-              overrides=["agent=dqn", "n_seeds=1", "learner_workers=2", "threads=2"])  # speed settings: no label
+              overrides=["agent=dqn", "n_seeds=1", "threads=2"])  # speed settings: no label
     write_run(tmp_path / "norep", "dqn", [0], evals, total_steps=100,
               overrides=["agent=dqn", "buffer_size=64", "n_seeds=1", "+experiment=x"])
     write_run(tmp_path / "double", "double_dqn", [0], evals, total_steps=100, overrides=["agent=double_dqn"])

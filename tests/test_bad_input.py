@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlzoo import checkpoint
+from rlzoo.io import checkpoint
 from rlzoo.errors import ConfigError
 from rlzoo.train import train
 from conftest import make_cfg

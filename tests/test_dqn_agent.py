@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlzoo.agents.dqn import DQNAgent
-from rlzoo.networks import MLP, DuelingHead, ObservationEncoder, QHead, QNetwork, member_generators
+from rlzoo.nets import MLP, DuelingHead, ObservationEncoder, QHead, QNetwork, member_generators
 from rlzoo.optim import Adam
 from rlzoo.replay import Batch
 from rlzoo.targets import double_dqn_target, dqn_target
@@ -48,7 +48,7 @@ def batch(seed, discrete, B=B):
     ("dueling_hidden", double_dqn_target, "huber", 1.0, False, True),
 ])
 def test_numpy_learner_matches_autograd(head, target_fn, loss, max_grad_norm, discrete, large):
-    from rlzoo.networks import _TORCH_FROM
+    from rlzoo.nets import _TORCH_FROM
 
     hidden, batch_size = ((96, 80), 64) if large else ((12, 10), B)
     assert (P * batch_size * hidden[0] >= _TORCH_FROM) == large

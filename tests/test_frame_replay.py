@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlzoo.atari import make_atari_env
-from rlzoo.frame_replay import FrameReplay
+from rlzoo.envs.atari import make_atari_env
+from rlzoo.replay.frames import FrameReplay
 from rlzoo.replay import UniformReplay
 
 K, H, W = 4, 6, 5

@@ -88,7 +88,7 @@ def test_numpy_cartpole_reproduces_gymnasium_cartpole(cfg_factory, tmp_path):
 def test_population_cartpole_matches_gymnasium_step_by_step(members):
     import gymnasium as gym
 
-    from rlzoo.cartpole import CartPolePopulation
+    from rlzoo.envs.cartpole import CartPolePopulation
 
     pop = CartPolePopulation(members)
     seeds = [7 + i for i in range(members)]

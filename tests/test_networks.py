@@ -1,6 +1,6 @@
 import torch
 
-from rlzoo.networks import MLP, DuelingHead, ObservationEncoder, PopLinear, QHead, QNetwork, member_generators
+from rlzoo.nets import MLP, DuelingHead, ObservationEncoder, PopLinear, QHead, QNetwork, member_generators
 
 
 def build(seeds, dueling=False):
@@ -103,7 +103,7 @@ def test_numpy_forward_follows_parameter_updates_and_loads():
 
 
 def test_cnn_networks_have_no_numpy_forward():
-    from rlzoo.networks import MinAtarCNN
+    from rlzoo.nets import MinAtarCNN
     gens = member_generators([0])
     net = QNetwork(ObservationEncoder((4, 10, 10), flatten=False), MinAtarCNN((4, 10, 10), gens), QHead(128, 3, gens))
     assert not net.supports_numpy

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from rlzoo.atari import make_atari_env, rom_name
+from rlzoo.envs.atari import make_atari_env, rom_name
 from rlzoo.errors import ConfigError
-from rlzoo.frame_replay import FrameReplay
-from rlzoo.minatar_env import make_minatar_env
-from rlzoo.networks import DuelingHead, MinAtarCNN, NatureCNN, QHead, member_generators
+from rlzoo.replay.frames import FrameReplay
+from rlzoo.envs.minatar import make_minatar_env
+from rlzoo.nets import DuelingHead, MinAtarCNN, NatureCNN, QHead, member_generators
 from rlzoo.train import build, train
 
 TINY = ["total_steps=200", "learning_starts=100", "batch_size=8", "buffer_size=150", "train_freq=4",

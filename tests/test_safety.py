@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlzoo import checkpoint, loop
+from rlzoo import loop
+from rlzoo.io import checkpoint
 from rlzoo.guards import NonFiniteError, check_finite
 from rlzoo.train import build
 from conftest import make_cfg

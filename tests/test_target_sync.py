@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlzoo.networks import MLP, member_generators
+from rlzoo.nets import MLP, member_generators
 from rlzoo.target_sync import HardSync, SoftSync
 
 

@@ -58,11 +58,13 @@ class DQNAgent:
         max_grad_norm: per-member gradient norm clip; ``None`` or ``0`` disables it.
         cpu_numpy: on the CPU, act and learn with numpy (``QNetwork.np_forward``/``np_backward``) when
             the network supports it; ``False`` uses torch and autograd everywhere.
+        lr_scheduler: ``optimizer -> torch.optim.lr_scheduler.LRScheduler``, stepped after every update;
+            ``None``: a constant learning rate.
     """
 
     def __init__(self, q_net: nn.Module, optimizer: torch.optim.Optimizer, target_fn: Callable,
                  gamma: float = 0.99, loss: str = "huber", max_grad_norm: float | None = 10.0,
-                 cpu_numpy: bool = True):
+                 cpu_numpy: bool = True, lr_scheduler=None):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if not 0.0 <= gamma <= 1.0:
@@ -70,6 +72,7 @@ class DQNAgent:
         self.q_net = q_net
         self.target_net = copy.deepcopy(q_net).requires_grad_(False)
         self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler(optimizer) if lr_scheduler is not None else None
         self.target_fn = target_fn
         self.uses_online_next = "q_next_online" in inspect.signature(target_fn).parameters
         self.gamma = float(gamma)
@@ -111,8 +114,7 @@ class DQNAgent:
         if self.max_grad_norm:
             grads = [p.grad for p in self.q_net.parameters() if p.grad is not None]
             metrics["grad_norm"] = clip_grad_norm_per_member(grads, self.max_grad_norm)
-        self.optimizer.step()
-        self.updates += 1
+        self._step()
         return metrics
 
     def _update_numpy(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -152,9 +154,14 @@ class DQNAgent:
             metrics["grad_norm"] = torch.from_numpy(clip_grad_norm_per_member([g for _, g in grads], self.max_grad_norm))
         for param, g in grads:
             param.grad = torch.from_numpy(g)
-        self.optimizer.step()
-        self.updates += 1
+        self._step()
         return metrics
+
+    def _step(self) -> None:
+        self.optimizer.step()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.updates += 1
 
     @property
     def online(self) -> nn.Module:
@@ -166,10 +173,13 @@ class DQNAgent:
 
     def state_dict(self) -> dict:
         return {"q_net": self.q_net.state_dict(), "target_net": self.target_net.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+                "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                **({"lr_scheduler": self.lr_scheduler.state_dict()} if self.lr_scheduler is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.q_net.load_state_dict(state["q_net"])
         self.target_net.load_state_dict(state["target_net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.updates = int(state["updates"])

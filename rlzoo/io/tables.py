@@ -58,30 +58,23 @@ def open_table(out_dir: str | os.PathLike, kind: str) -> CsvWriter:
 
 class RunLogger:
     """Writes ``returns.csv`` (one row per finished episode, train or eval) and ``metrics.csv``
-    (periodic per-member training metrics) into ``out_dir``; or, given a ``sink``, calls
-    ``sink("returns" or "metrics", row)`` for each complete row instead (a process of a run with
-    ``processes > 1`` hands its rows to the process that writes the CSVs)."""
+    (periodic per-member training metrics) into ``out_dir``; every row starts with the columns that
+    identify its run (agent, env, seed)."""
 
-    def __init__(self, out_dir: str | os.PathLike, agent: str, env: str, seeds: Sequence[int], sink=None):
+    def __init__(self, out_dir: str | os.PathLike, agent: str, env: str, seeds: Sequence[int]):
         self.out_dir = Path(out_dir)
         self.agent, self.env, self.seeds = agent, env, list(seeds)
-        if sink is None:
-            writers = {kind: open_table(self.out_dir, kind) for kind in TABLES}
-            self._writers = list(writers.values())
-            sink = lambda kind, row: writers[kind].write(row)  # noqa: E731
-        else:
-            self._writers = []
-        self.sink = sink
+        self._writers = {kind: open_table(self.out_dir, kind) for kind in TABLES}
 
     def _id(self, member: int) -> dict[str, Any]:
         return {"agent": self.agent, "env": self.env, "seed": self.seeds[member]}
 
     def episode(self, member: int, **row: Any) -> None:
-        self.sink("returns", {**self._id(member), **row})
+        self._writers["returns"].write({**self._id(member), **row})
 
     def metric(self, member: int, **row: Any) -> None:
-        self.sink("metrics", {**self._id(member), **row})
+        self._writers["metrics"].write({**self._id(member), **row})
 
     def close(self) -> None:
-        for writer in self._writers:
+        for writer in self._writers.values():
             writer.close()

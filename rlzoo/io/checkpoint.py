@@ -33,22 +33,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from rlzoo.errors import ConfigError
-from rlzoo.results import TABLES
+from rlzoo.io.tables import TABLES
 
 FILENAME = "checkpoint.pt"
 FORMAT, VERSION = "rlzoo-checkpoint", 3  # 2: PopLinear weights stored [P, out, in]; 3: no evaluation generators
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
-RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "learner_workers", "cpu_numpy",
+RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "cpu_numpy",
                      "nan_check")
-SHARD_GLOB = "checkpoint.shard*.pt"  # processes=K > 1: one checkpoint per process, checkpoint.shard<k>.pt
 CSV_FILES = tuple(name for name, _ in TABLES.values())
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
 COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
 CHUNK_BYTES = 1 << 24  # ... in chunks of 16 MiB
-
-
-def shard_filename(k: int) -> str:
-    return f"checkpoint.shard{k}.pt"
 
 
 class CheckpointError(ConfigError):
@@ -168,7 +163,7 @@ def _layers(env) -> list:
 def env_state(envs) -> dict:
     """What continues the environments exactly: ``{"exact": True, ...}``, or ``{"exact": False}`` for
     environments whose state cannot be saved without pickling code objects (Atari emulators, MinAtar)."""
-    from rlzoo.cartpole import CartPolePopulation
+    from rlzoo.envs.cartpole import CartPolePopulation
 
     if isinstance(envs, CartPolePopulation):
         return {"exact": True, "kind": "cartpole", "state": envs.state, "elapsed": envs.elapsed, "rngs": envs.rngs}
@@ -262,41 +257,6 @@ def truncate_csvs(out_dir: Path, positions: dict) -> int:
     return removed
 
 
-def seed_steps(out_dir: Path) -> dict[str, tuple[list[str], list[tuple[int, int]]]]:
-    """Per CSV of the run that holds rows: its lines and, per data line, its (seed, step)."""
-    out = {}
-    for name in CSV_FILES:
-        path = out_dir / name
-        if not path.exists() or path.stat().st_size == 0:
-            continue
-        with open(path, newline="", encoding="utf-8") as f:
-            lines = f.readlines()
-        columns = next(csv.reader(lines[:1]))
-        seed_at, step_at = columns.index("seed"), columns.index("step")
-        out[name] = lines, [(int(r[seed_at]), int(r[step_at])) for r in csv.reader(lines[1:])]
-    return out
-
-
-def cut_csvs_per_seed(out_dir: Path, steps: dict[int, int], tables: dict) -> int:
-    """Drop the rows of seed ``s`` whose step is past ``steps[s]``: with processes > 1 every process
-    checkpoints its own members at its own step, and their rows interleave in the CSVs. A row with
-    ``step <= steps[s]`` was written before that checkpoint, a later one is written again on resume.
-    ``tables``: ``seed_steps(out_dir)``. Returns the number of rows removed."""
-    removed = 0
-    for name, (lines, keys) in tables.items():
-        kept = [lines[0]] + [line for line, (seed, step) in zip(lines[1:], keys) if step <= steps[seed]]
-        if len(kept) < len(lines):
-            removed += len(lines) - len(kept)
-            path = out_dir / name
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                f.writelines(kept)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    return removed
-
-
 # -- the file --------------------------------------------------------------------------------------------
 def write_atomic(payload: dict, path: Path) -> int:
     """``torch.save`` to a temporary file in the same directory, fsync, then rename over ``path``: a kill
@@ -367,7 +327,7 @@ def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | No
     out_dir = Path(out_dir)
     path = out_dir / FILENAME
     if not resume:
-        if path.exists() or any(out_dir.glob(SHARD_GLOB)):
+        if path.exists():
             raise CheckpointError(f"{out_dir} already holds a run with a checkpoint: add resume=true to continue it, "
                                   "or choose another hydra.run.dir")
         for name in CSV_FILES:
@@ -376,9 +336,6 @@ def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | No
                                       "hydra.run.dir (a run without a checkpoint cannot be continued)")
         return None
     if not path.exists():
-        if any(out_dir.glob(SHARD_GLOB)):
-            raise CheckpointError(f"{out_dir} holds a run trained with processes > 1 (one {SHARD_GLOB} per process): "
-                                  "repeat its processes=<K> and add resume=true")
         raise CheckpointError(f"resume=true but {out_dir} has no {FILENAME} (checkpoint_every=0, or the run stopped "
                               "before its first checkpoint): start a new run instead")
     return check_payload(read(path), out_dir, config)
@@ -407,11 +364,9 @@ class Checkpointer:
     """Called by the loop when ``state.step >= next_at``: every ``every`` steps, or at the end of the step
     in which SIGINT/SIGTERM arrived (then ``stop_requested`` tells the loop to stop)."""
 
-    def __init__(self, out_dir, every: int, parts: dict, config: dict, overrides=(), filename: str = FILENAME,
-                 positions=None):
+    def __init__(self, out_dir, every: int, parts: dict, config: dict, overrides=()):
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / filename
-        self.positions = positions or (lambda: csv_positions(self.out_dir))  # the CSVs' state at this step
+        self.path = self.out_dir / FILENAME
         self.every = int(every)
         self.parts, self.config, self.overrides = parts, config, list(overrides)
         self.next_at = math.inf
@@ -430,7 +385,7 @@ class Checkpointer:
         p = self.parts
         envs = env_state(p["envs"])
         meta = {"config": self.config, "overrides": self.overrides, "seeds": list(p["seeds"]),
-                "csv": self.positions(), "clock": float(state.clock), "env_exact": bool(envs["exact"])}
+                "csv": csv_positions(self.out_dir), "clock": float(state.clock), "env_exact": bool(envs["exact"])}
         payload = {"format": FORMAT, "version": VERSION, "step": int(state.step), "meta": json.dumps(meta),
                    "agent": to_plain(p["agent"].state_dict()), "replay": to_plain(p["replay"].state_dict()),
                    "loop": to_plain({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}),
@@ -468,8 +423,8 @@ class Checkpointer:
                 signal.signal(sig, handler)
 
 
-def restore(parts: dict, payload: dict, out_dir, loop_state_cls, cut_csvs: bool = True):
-    """Load a checkpoint into freshly built parts; cut the CSVs back to the checkpoint (``cut_csvs``).
+def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
+    """Load a checkpoint into freshly built parts; cut the CSVs back to the checkpoint.
     Returns the loop state."""
     out_dir = Path(out_dir)
     meta = json.loads(payload["meta"])
@@ -494,8 +449,7 @@ def restore(parts: dict, payload: dict, out_dir, loop_state_cls, cut_csvs: bool 
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"the checkpoint in {out_dir} does not fit this run ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else ''}): start a new run instead") from None
-    if cut_csvs:
-        truncate_csvs(out_dir, meta["csv"])
+    truncate_csvs(out_dir, meta["csv"])
     return state, meta
 
 

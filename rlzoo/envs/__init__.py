@@ -85,9 +85,9 @@ def make_gym_env(id: str, num_envs: int, max_episode_steps: int | None = None,
 
 
 def make_cartpole(num_envs: int, max_episode_steps: int | None = None, obs_bounds: dict | None = None):
-    """CartPole-v1 for the whole population in one lean vector env (``rlzoo.cartpole``); its episodes equal
+    """CartPole-v1 for the whole population in one lean vector env (``rlzoo.envs.cartpole``); its episodes equal
     gymnasium's ``CartPole-v1`` with the same seeds (``env=gym env.id=CartPole-v1`` runs the original)."""
-    from rlzoo.cartpole import CartPolePopulation
+    from rlzoo.envs.cartpole import CartPolePopulation
 
     envs = CartPolePopulation(num_envs, max_episode_steps=max_episode_steps or 500)
     return envs, spec_from_spaces("CartPole-v1", envs.single_observation_space, envs.single_action_space, obs_bounds)
