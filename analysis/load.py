@@ -37,7 +37,7 @@ RUN_FILES = ("returns.csv", "metrics.csv")
 
 # Overrides that do not change what is learned: never part of a label.
 NON_LABEL_KEYS = {"seed", "n_seeds", "total_steps", "progress", "device", "eval_every", "eval_episodes",
-                  "log_every", "torch_threads", "threads", "processes", "learner_workers", "cpu_numpy", "checkpoint_every",
+                  "log_every", "torch_threads", "threads", "processes", "learner_workers", "cpu_numpy", "fast_path", "checkpoint_every",
                   "resume", "nan_check", "agent", "env", "log_q_estimates"}
 
 

@@ -1,9 +1,9 @@
 """Memory of the frame replay (``replay=frames``) for Atari-sized transitions.
 
-Fills ``rlzoo.replay.frames.FrameReplay`` with N transitions of 84x84 frames (synthetic by default:
-episodes of ``--episode-length`` steps with zero-padded first stacks, frames drawn from a pool of
-distinct random images; ``--real`` records Pong with random actions instead, slower), samples from it,
-and prints the bytes of storage per transition and the process's peak resident memory.
+Fills ``rlzoo.replay.FrameReplay`` (``FrameStorage`` + ``UniformSampler``) with N transitions of 84x84
+frames (synthetic by default: episodes of ``--episode-length`` steps with zero-padded first stacks, frames
+drawn from a pool of distinct random images; ``--real`` records Pong with random actions instead, slower),
+samples from it, and prints the bytes of storage per transition and the process's peak resident memory.
 
     python benchmarks/replay_memory.py --transitions 1000000
     python benchmarks/replay_memory.py --transitions 100000 --real
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from rlzoo.replay.frames import FrameReplay
+from rlzoo.replay import FrameReplay, FrameStorage
 
 GIB = 2 ** 30
 
@@ -29,9 +29,9 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def storage_bytes(r: FrameReplay) -> int:
-    tensors = sum(t.numel() * t.element_size() for t in (r.frames, r.action, r.reward, r.terminated))
-    return tensors + r.last.nbytes + r.first.nbytes
+def storage_bytes(s: FrameStorage) -> int:
+    tensors = sum(t.numel() * t.element_size() for t in (s.frames, s.action, s.reward, s.terminated))
+    return tensors + s.last.nbytes + s.first.nbytes
 
 
 def synthetic(n: int, episode_length: int, rng):
@@ -83,10 +83,10 @@ def main() -> None:
     for _ in range(100):
         r.sample()
     sample_ms = (time.perf_counter() - t0) * 10
-    size = storage_bytes(r)
+    size = storage_bytes(r.storage)
     frame = 84 * 84
     print(f"{n:,} transitions ({'Pong, random actions' if args.real else f'synthetic, episodes of {args.episode_length}'}), "
-          f"{r.frame_capacity:,} frame slots; usable transitions: {len(r):,}")
+          f"{r.storage.frame_capacity:,} frame slots; usable transitions: {len(r):,}")
     print(f"  storage:            {size / n:,.0f} bytes/transition, {size / GIB:.2f} GiB in all")
     print(f"  peak RSS:           {peak_rss_bytes() / GIB:.2f} GiB (process before allocating: {base / GIB:.2f} GiB)")
     print(f"  fill {fill_s:.0f} s ({n / fill_s:,.0f} adds/s); sample of 32: {sample_ms:.2f} ms")

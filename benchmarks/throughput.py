@@ -12,8 +12,8 @@ total agent-steps / wall time) and the ratio to the SB3 run of the same repeat (
 drifts; ratios taken side by side are steadier than either number). Lines:
 
     sb3 / sb3 2thr          Stable-Baselines3 DQN with 1 / 2 torch threads
-    rlzoo P=1, P=10         n_seeds=1 / 10, the shipped CPU path (cpu_numpy=true: numpy acting and learner)
-    rlzoo P=1/P=10 torch    the same with cpu_numpy=false (PyTorch and autograd, the path CUDA and CNNs use)
+    rlzoo P=1, P=10         n_seeds=1 / 10, the shipped CPU path (fast_path=true: rlzoo.nets.numpy_backend)
+    rlzoo P=1/P=10 torch    the same with fast_path=false (PyTorch and autograd, the path CUDA and CNNs use)
     rlzoo P=10 2thr         threads=2: numpy's BLAS on both cores
     rlzoo 2 runs x P=5      the 10 agents as two concurrent runs of n_seeds=5 (a parallel sweep over seed=0,5)
 
@@ -41,39 +41,37 @@ REFERENCE = dict(hidden=(120, 84), batch=128, buffer=10_000, learning_starts=10_
                  target_every_steps=500, lr=2.5e-4, gamma=0.99, eps_end=0.05, eps_fraction=0.5)
 
 
-def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, cpu_numpy: bool = True) -> float:
-    t0, t1 = _rlzoo_loop(steps, n_seeds, threads=threads, cpu_numpy=cpu_numpy)
+def rlzoo_sps(steps: int, n_seeds: int, threads: int = 1, fast_path: bool = True) -> float:
+    t0, t1 = _rlzoo_loop(steps, n_seeds, threads=threads, fast_path=fast_path)
     return steps * n_seeds / (t1 - t0)
 
 
-def _config(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True, extra=()):
+def _config(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, fast_path: bool = True, extra=()):
     r = REFERENCE
     overrides = [f"seed={seed}", f"n_seeds={n_seeds}", f"total_steps={steps}", f"network.hidden_sizes=[{r['hidden'][0]},{r['hidden'][1]}]",
                  f"batch_size={r['batch']}", f"buffer_size={r['buffer']}", f"learning_starts={r['learning_starts']}",
                  f"train_freq={r['train_freq']}", f"target_sync.every={r['target_every_steps'] // r['train_freq']}",
                  f"lr={r['lr']}", f"gamma={r['gamma']}", f"eps_end={r['eps_end']}", f"eps_decay_fraction={r['eps_fraction']}",
-                 "eval_every=0", "log_q_estimates=false", "loss=huber", "max_grad_norm=10", "device=cpu",
-                 f"threads={threads}", f"cpu_numpy={str(cpu_numpy).lower()}", "checkpoint_every=0", *extra]
+                 "eval_every=0", "log_q_estimates=false", "loss=huber", "max_grad_norm=10", "device=cpu", "lr_end=null",
+                 "nan_check=false",
+                 f"threads={threads}", f"fast_path={str(fast_path).lower()}", "checkpoint_every=0", *extra]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose("config", overrides=overrides)
 
 
-def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, cpu_numpy: bool = True,
+def _rlzoo_loop(steps: int, n_seeds: int, seed: int = 0, threads: int = 1, fast_path: bool = True,
                 start=None) -> tuple[float, float]:
     """Build a run and time its training loop: ``(start, end)`` on the system's monotonic clock. ``start``:
     a barrier to wait at between building and training."""
-    cfg = _config(steps, n_seeds, seed, threads, cpu_numpy)
+    cfg = _config(steps, n_seeds, seed, threads, fast_path)
     with tempfile.TemporaryDirectory() as out:
-        p = build(cfg, out, "dqn")
+        run = build(cfg, out, "dqn")
         if start is not None:
             start.wait()
         t0 = time.monotonic()
-        loop.run(p["envs"], p["eval_envs"], p["agent"], p["replay"], p["target_sync"], p["logger"], seeds=p["seeds"],
-                 num_actions=p["spec"].num_actions, total_steps=steps, learning_starts=cfg.learning_starts,
-                 train_freq=cfg.train_freq, epsilon=p["schedule"], gamma=cfg.gamma, eval_every=0, eval_episodes=1,
-                 eval_epsilon=0.0, log_every=cfg.log_every, log_q_estimates=False)
+        loop.run(run)
         t1 = time.monotonic()
-        p["logger"].close()
+        run.close()
     return t0, t1
 
 
@@ -118,9 +116,9 @@ CONFIGS = {  # label -> (function, keyword arguments)
     "sb3": (sb3_sps, {}),
     "sb3 2thr": (sb3_sps, dict(threads=2)),
     "rlzoo P=1": (rlzoo_sps, dict(n_seeds=1)),
-    "rlzoo P=1 torch": (rlzoo_sps, dict(n_seeds=1, cpu_numpy=False)),
+    "rlzoo P=1 torch": (rlzoo_sps, dict(n_seeds=1, fast_path=False)),
     "rlzoo P=10": (rlzoo_sps, dict(n_seeds=10)),
-    "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, cpu_numpy=False)),
+    "rlzoo P=10 torch": (rlzoo_sps, dict(n_seeds=10, fast_path=False)),
     "rlzoo P=10 2thr": (rlzoo_sps, dict(n_seeds=10, threads=2)),
     "rlzoo 2 runs x P=5": (rlzoo_split_sps, dict(n_seeds=10, processes=2)),
 }

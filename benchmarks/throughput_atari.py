@@ -13,6 +13,7 @@ steps per second (per member: total agent-steps / wall time) and emulator frames
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 
@@ -47,21 +48,19 @@ def loop_sps(game: str, steps: int, warmup: int, n_seeds: int, device: str, extr
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     with tempfile.TemporaryDirectory() as out:
-        p = build(cfg, out, "dqn")
-        kw = dict(seeds=p["seeds"], num_actions=p["spec"].num_actions, learning_starts=cfg.learning_starts,
-                  train_freq=cfg.train_freq, epsilon=p["schedule"], gamma=cfg.gamma, eval_every=0, eval_episodes=1,
-                  eval_epsilon=0.0, log_every=cfg.log_every, clip_rewards=True, log_q_estimates=False)
-        state = loop.run(p["envs"], p["eval_envs"], p["agent"], p["replay"], p["target_sync"], p["logger"],
-                         total_steps=warmup, **kw)
+        run = build(cfg, out, "dqn")
+        settings = run.settings
+        run.settings = dataclasses.replace(settings, total_steps=warmup)
+        loop.run(run)
+        run.settings = settings
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loop.run(p["envs"], p["eval_envs"], p["agent"], p["replay"], p["target_sync"], p["logger"],
-                 total_steps=warmup + steps, state=state, **kw)
+        loop.run(run)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
-        p["logger"].close(), p["envs"].close(), p["eval_envs"].close()
+        run.close()
     return steps * n_seeds / elapsed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -129,18 +130,59 @@ def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int,
     return results
 
 
-def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actions: int, total_steps: int,
-        learning_starts: int, train_freq: int, epsilon, gamma: float, eval_every: int, eval_episodes: int,
-        eval_epsilon: float, log_every: int, clip_rewards: bool = False, log_q_estimates: bool = True,
-        progress=None, state: LoopState | None = None, nan_check: bool = False, checkpoint=None) -> LoopState:
-    """Train for ``total_steps`` environment steps per member.
+@dataclass(frozen=True)
+class Settings:
+    """The loop's schedule: when to act greedily, learn, evaluate and log."""
 
+    total_steps: int  # environment steps per member
+    learning_starts: int  # first learner update at this step
+    train_freq: int  # one learner update every train_freq steps ...
+    epsilon: Callable[[int], float]  # exploration rate at a step
+    gamma: float  # for the overestimation measure (the agent has its own)
+    gradient_steps: int = 1  # ... of this many gradient steps
+    eval_every: int = 0  # 0: never
+    eval_episodes: int = 10
+    eval_epsilon: float = 0.0
+    log_every: int = 1000
+    clip_rewards: bool = False  # learn from sign(reward); returns.csv keeps the game score
+    log_q_estimates: bool = True  # evaluate Q at every step to log max-Q against the Monte-Carlo return
+    nan_check: bool = True  # stop when a loss or Q-value becomes NaN or infinite
+
+
+@dataclass
+class Run:
+    """The parts of one training run (``rlzoo.train.build`` makes them)."""
+
+    envs: Any  # population vector env, member i seeded with seeds[i]
+    eval_envs: Any
+    spec: Any  # rlzoo.envs.EnvSpec
+    agent: Any  # rlzoo.agents.base.Agent
+    replay: Any  # rlzoo.replay.Replay
+    logger: Any  # rlzoo.io.tables.RunLogger
+    seeds: list[int]
+    settings: Settings
+    device: Any = None
+    state: LoopState | None = None  # a resumed run's loop state; run() leaves the final one here
+
+    def close(self) -> None:
+        self.logger.close()
+        self.envs.close()
+        self.eval_envs.close()
+
+
+def run(r: Run, progress=None, checkpoint=None) -> LoopState:
+    """Train every member for ``settings.total_steps`` environment steps, continuing from ``r.state``.
+
+    ``progress``: ``rlzoo.progress.Progress`` or None; ``checkpoint``: ``rlzoo.io.checkpoint.Checkpointer`` or
+    None, called when ``state.step >= checkpoint.next_at`` (it also asks the loop to stop after a signal).
     ``log_q_estimates`` evaluates the Q-network at every step (also when all members explore) to log,
     per training episode, the mean ``max_a Q(s_t, a)`` over the states visited and the mean discounted
     Monte-Carlo return from them (the overestimation measure of van Hasselt et al. 2016).
     """
+    envs, eval_envs, agent, replay, logger, seeds, cfg = r.envs, r.eval_envs, r.agent, r.replay, r.logger, r.seeds, r.settings
+    num_actions, total_steps, gamma, log_q_estimates = r.spec.num_actions, cfg.total_steps, cfg.gamma, cfg.log_q_estimates
     P = len(seeds)
-    s = state or LoopState(P)
+    s = r.state = r.state or LoopState(P)
     if s.explore_rngs is None:
         s.explore_rngs = member_rngs(seeds, EXPLORATION)
     explore_rngs = s.explore_rngs
@@ -150,11 +192,11 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
     window_t, window_step = start, s.step
     while s.step < total_steps:
         s.step += 1
-        eps = epsilon(s.step) if s.step > learning_starts else 1.0  # uniform random until learning starts
+        eps = cfg.epsilon(s.step) if s.step > cfg.learning_starts else 1.0  # uniform random until learning starts
         actions, max_q = epsilon_greedy(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         done = np.flatnonzero(terminated | truncated)
-        learn_reward = np.sign(reward) if clip_rewards else reward
+        learn_reward = np.sign(reward) if cfg.clip_rewards else reward
         replay.add(s.obs, actions, learn_reward, true_next_obs(next_obs, done, info), terminated, truncated)
         s.ep_return += reward
         s.ep_length += 1
@@ -175,23 +217,25 @@ def run(envs, eval_envs, agent, replay, target_sync, logger, *, seeds, num_actio
             s.ep_return[i], s.ep_length[i], s.ep_max_q[i], s.ep_rewards[i] = 0.0, 0, [], []
         s.obs = next_obs
 
-        if s.step >= learning_starts and s.step % train_freq == 0:
-            s.metrics = agent.update(replay.sample())
-            if nan_check:
-                check_finite(s.metrics, s.step, seeds)
-            if agent.target is not None:
-                target_sync(agent.online, agent.target, agent.updates)
+        if s.step >= cfg.learning_starts and s.step % cfg.train_freq == 0:
+            for _ in range(cfg.gradient_steps):
+                batch = replay.sample()
+                s.metrics, td_error = agent.learn(batch)
+                replay.update_priorities(batch.indices, td_error)
+                if cfg.nan_check:
+                    check_finite(s.metrics, s.step, seeds)
 
-        if eval_every and s.step % eval_every == 0:
+        if cfg.eval_every and s.step % cfg.eval_every == 0:
             env_seeds, eval_rngs = evaluation_seeds(seeds, s.step)
-            results = evaluate(agent, eval_envs, eval_episodes, eval_epsilon, eval_rngs, num_actions, seeds=env_seeds)
+            results = evaluate(agent, eval_envs, cfg.eval_episodes, cfg.eval_epsilon, eval_rngs, num_actions,
+                               seeds=env_seeds)
             for i, member_results in enumerate(results):
                 for ret, length in member_results:
                     s.eval_episodes[i] += 1
                     logger.episode(i, phase="eval", step=s.step, episode=int(s.eval_episodes[i]),
                                    **{"return": ret}, length=length, time=time.perf_counter() - start)
 
-        if s.step % log_every == 0 or s.step == total_steps:
+        if s.step % cfg.log_every == 0 or s.step == total_steps:
             now = time.perf_counter()
             sps = (s.step - window_step) / max(now - window_t, 1e-9)
             window_t, window_step = now, s.step

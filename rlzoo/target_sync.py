@@ -1,6 +1,7 @@
 """How the target network follows the online network.
 
-Both strategies are called once after every learner update with the number of updates done so far.
+Both strategies are called by the agent once after every learner update with the number of updates done so
+far; any callable ``(online, target, updates) -> bool`` works in their place.
 """
 
 from __future__ import annotations
@@ -43,5 +44,6 @@ class SoftSync:
 
     @torch.no_grad()
     def __call__(self, online: nn.Module, target: nn.Module, updates: int) -> bool:
-        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.tau)
+        for t, o in zip(target.parameters(), online.parameters()):
+            t.lerp_(o, self.tau)
         return True

@@ -7,7 +7,6 @@ so its target still bootstraps from the next state.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -28,22 +27,3 @@ def double_dqn_target(reward: torch.Tensor, terminated: torch.Tensor, gamma: flo
     """van Hasselt et al. 2016: the online network selects ``a'``, the target network evaluates it."""
     best = q_next_online.argmax(dim=-1, keepdim=True)
     return td_target(reward, terminated, gamma, q_next_target.gather(-1, best).squeeze(-1))
-
-
-# numpy twins of the rules above, used by the numpy learner (rlzoo.agents.dqn) on the CPU: the same
-# arithmetic without torch's per-operation dispatch. tests/test_targets.py checks each against its rule.
-def td_target_numpy(reward, terminated, gamma, next_value):
-    """``td_target`` on numpy arrays (``terminated`` as 0/1 floats)."""
-    return reward + gamma * (1.0 - terminated) * next_value
-
-
-def dqn_target_numpy(reward, terminated, gamma, q_next_target):
-    return td_target_numpy(reward, terminated, gamma, q_next_target.max(axis=-1))
-
-
-def double_dqn_target_numpy(reward, terminated, gamma, q_next_target, q_next_online):
-    best = q_next_online.argmax(axis=-1)[..., None]
-    return td_target_numpy(reward, terminated, gamma, np.take_along_axis(q_next_target, best, axis=-1)[..., 0])
-
-
-NUMPY_TWINS = {dqn_target: dqn_target_numpy, double_dqn_target: double_dqn_target_numpy}

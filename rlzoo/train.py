@@ -30,7 +30,6 @@ from rlzoo.schedules import LinearSchedule
 from rlzoo.seeding import member_seeds
 
 log = logging.getLogger("rlzoo")
-ADAM = "rlzoo.optim.Adam"
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -84,7 +83,8 @@ def validate(cfg: DictConfig) -> None:
         _num(cfg, "max_grad_norm", low=0)
     _num(cfg, "checkpoint_every", integer=True, low=0)
     _num(cfg, "threads", integer=True, low=0)
-    for key in ("resume", "nan_check", "cpu_numpy"):
+    _num(cfg, "gradient_steps", integer=True, low=1)
+    for key in ("resume", "nan_check", "fast_path"):
         if not isinstance(cfg.get(key), bool):
             raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
     if cfg.get("loss") not in ("huber", "mse"):
@@ -145,8 +145,12 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
     q_net = QNetwork(encoder, torso, head).to(device)
     optimizer = make(cfg.optimizer, params=q_net.parameters())
     target_fn = plain_partial(make(agent_cfg.pop("target_fn")))
-    return make(agent_cfg, q_net=q_net, optimizer=optimizer, target_fn=target_fn,
-                cpu_numpy=bool(cfg.get("cpu_numpy", True)), lr_scheduler=lr_scheduler(cfg))
+    agent = make(agent_cfg, _partial_=True)  # objects as arguments: Hydra would turn a dataclass into a config
+    try:
+        return agent(q_net=q_net, optimizer=optimizer, target_fn=target_fn, target_sync=make(cfg.target_sync),
+                     fast_path=bool(cfg.fast_path), lr_scheduler=lr_scheduler(cfg))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def num_updates(total_steps: int, learning_starts: int, train_freq: int) -> int:
@@ -160,7 +164,7 @@ def lr_scheduler(cfg: DictConfig):
     if cfg.get("lr_end") is None:
         return None
     factor = float(cfg.lr_end) / float(cfg.lr)
-    updates = num_updates(cfg.total_steps, cfg.learning_starts, cfg.train_freq)
+    updates = num_updates(cfg.total_steps, cfg.learning_starts, cfg.train_freq) * cfg.gradient_steps
     return functools.partial(torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=factor,
                              total_iters=max(updates, 1))
 
@@ -184,8 +188,8 @@ def set_threads(threads: int, numpy_learner: bool) -> None:
     threadpool_limits(threads if numpy_learner else 1, user_api="blas")
 
 
-def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
-    """Validate, then make every part of a run. Returns a dict of the parts."""
+def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str) -> loop.Run:
+    """Validate, then make every part of a run."""
     validate(cfg)
     device = resolve_device(cfg.device)
     seeds = member_seeds(cfg.seed, cfg.n_seeds)
@@ -195,16 +199,20 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str):
     envs, spec = make(env_cfg, num_envs=cfg.n_seeds)
     eval_envs, _ = make(env_cfg, num_envs=cfg.n_seeds)
     agent = build_agent(cfg, spec, seeds, device)
-    set_threads(int(cfg.threads), numpy_learner=bool(getattr(agent, "uses_numpy", False)))
+    set_threads(int(cfg.threads), numpy_learner=getattr(agent, "fast", None) is not None)
     replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
-    target_sync = make(cfg.target_sync)
-    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
     decay_steps = cfg.get("eps_decay_steps")
     if decay_steps is None:
         decay_steps = int(cfg.eps_decay_fraction * cfg.total_steps)
-    schedule = LinearSchedule(cfg.eps_start, cfg.eps_end, int(decay_steps))
-    return dict(envs=envs, eval_envs=eval_envs, spec=spec, agent=agent, replay=replay, target_sync=target_sync,
-                logger=logger, schedule=schedule, seeds=seeds, device=device, clip_rewards=clip_rewards)
+    settings = loop.Settings(
+        total_steps=cfg.total_steps, learning_starts=cfg.learning_starts, train_freq=cfg.train_freq,
+        gradient_steps=cfg.gradient_steps, epsilon=LinearSchedule(cfg.eps_start, cfg.eps_end, int(decay_steps)),
+        gamma=cfg.gamma, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, eval_epsilon=cfg.eval_epsilon,
+        log_every=cfg.log_every, clip_rewards=clip_rewards, log_q_estimates=bool(cfg.log_q_estimates),
+        nan_check=bool(cfg.nan_check))
+    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
+    return loop.Run(envs=envs, eval_envs=eval_envs, spec=spec, agent=agent, replay=replay, logger=logger,
+                    seeds=seeds, settings=settings, device=device)
 
 
 def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None,
@@ -220,16 +228,17 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
     parts = build(cfg, out_dir, agent_name)
     ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, parts, config, overrides)
-    state, agent = None, parts["agent"]
     log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
-             parts["spec"].name, len(parts["seeds"]), parts["seeds"], cfg.total_steps, parts["device"], out_dir)
+             parts.spec.name, len(parts.seeds), parts.seeds, cfg.total_steps, parts.device, out_dir)
     try:
         if resume_from is not None:
-            state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
-            log.info("resumed %s at step %d of %d (environments %s)", out_dir, state.step, cfg.total_steps,
+            parts.state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
+            log.info("resumed %s at step %d of %d (environments %s)", out_dir, parts.state.step, cfg.total_steps,
                      "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
+            ckpt.saved_step = parts.state.step  # a finished run resumed again has nothing to do or rewrite
+        ckpt.schedule_after(parts.state.step if parts.state else 0)
         with ckpt.signals():
-            state = run_loop(cfg, parts, agent, ckpt, state, Progress(cfg.total_steps, enabled=show))
+            state = loop.run(parts, Progress(cfg.total_steps, enabled=show), ckpt)
         if ckpt.stop_requested:
             raise checkpoint.RunStopped(
                 f"stopped by {signal.Signals(ckpt.signum).name} at step {state.step} of {cfg.total_steps}: checkpoint "
@@ -238,10 +247,7 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
         if ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)  # the final state: the trained networks, optimizer and replay
     finally:
-        parts["logger"].close()
-        parts["envs"].close()
-        parts["eval_envs"].close()
-    parts["state"] = state
+        parts.close()
     return parts
 
 
@@ -249,20 +255,6 @@ def resume_hint(overrides, out_dir) -> str:
     """The command that continues a stopped run."""
     kept = " ".join(o for o in overrides if not o.startswith(("hydra.run.dir=", "resume=")))
     return f"python -m rlzoo {kept + ' ' if kept else ''}hydra.run.dir={out_dir} resume=true"
-
-
-def run_loop(cfg: DictConfig, parts: dict, agent, ckpt, state, progress) -> loop.LoopState:
-    """``loop.run`` with the run's settings; ``state``: a resumed run's loop state, or None."""
-    if state is not None:
-        ckpt.saved_step = state.step  # a finished run resumed again has nothing to do or rewrite
-    ckpt.schedule_after(state.step if state else 0)
-    return loop.run(parts["envs"], parts["eval_envs"], agent, parts["replay"], parts["target_sync"], parts["logger"],
-                    seeds=parts["seeds"], num_actions=parts["spec"].num_actions, total_steps=cfg.total_steps,
-                    learning_starts=cfg.learning_starts, train_freq=cfg.train_freq, epsilon=parts["schedule"],
-                    gamma=cfg.gamma, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
-                    eval_epsilon=cfg.eval_epsilon, log_every=cfg.log_every, clip_rewards=parts["clip_rewards"],
-                    log_q_estimates=bool(cfg.log_q_estimates), progress=progress, state=state,
-                    nan_check=cfg.nan_check, checkpoint=ckpt)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

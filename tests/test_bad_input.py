@@ -182,7 +182,7 @@ IN_PROCESS = [
     (["eps_start=2"], "eps_start must be <= 1"),
     (["resume=yes"], "resume must be true or false"),
     (["nan_check=2"], "nan_check must be true or false"),
-    (["cpu_numpy=1"], "cpu_numpy must be true or false"),
+    (["fast_path=1"], "fast_path must be true or false"),
     (["threads=-1"], "threads must be >= 0"),
     (["loss=l1"], "loss must be 'huber' or 'mse'"),
     (["device=tpu"], "device must be"),
@@ -227,10 +227,10 @@ def test_existing_run_in_process(finished_run, tmp_path, damage, overrides, mess
 
 
 def count_bad_inputs() -> int:
-    """The number of distinct wrong inputs in this file (quoted in the README)."""
+    """The number of distinct wrong inputs in this file (quoted in docs/reliability.md)."""
     return len(CLI_FRESH) + 1 + 2 + len(CLI_EXISTING) + len(IN_PROCESS) + len(EXISTING)
 
 
-def test_count_is_what_the_readme_says():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"{count_bad_inputs()} wrong inputs" in readme
+def test_count_is_what_the_docs_say():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text()
+    assert f"{count_bad_inputs()} wrong inputs" in doc

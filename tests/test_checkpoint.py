@@ -83,7 +83,7 @@ def test_stopped_and_killed_runs_resume_to_the_same_rows_and_weights(tmp_path, m
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers are restored
     resumed = train(make_cfg(*overrides, "resume=true"), tmp_path / "signal", agent)
     same_results(tmp_path / "straight", tmp_path / "signal")
-    same_weights(straight["agent"].state_dict(), resumed["agent"].state_dict())
+    same_weights(straight.agent.state_dict(), resumed.agent.state_dict())
 
     # 2. Killed hard between checkpoints: the CSVs hold rows past the last checkpoint, which resume cuts off
     #    and writes again (never duplicated, never lost).
@@ -98,11 +98,11 @@ def test_stopped_and_killed_runs_resume_to_the_same_rows_and_weights(tmp_path, m
     assert saved < 1150 and max(int(r["step"]) for r in read_rows(tmp_path / "killed" / "metrics.csv")) > saved
     resumed = train(make_cfg(*overrides, "resume=true"), tmp_path / "killed", agent)
     same_results(tmp_path / "straight", tmp_path / "killed")
-    same_weights(straight["agent"].state_dict(), resumed["agent"].state_dict())
+    same_weights(straight.agent.state_dict(), resumed.agent.state_dict())
     # The final checkpoint holds the final state.
     final = checkpoint.read(tmp_path / "killed" / checkpoint.FILENAME)
-    assert final["step"] == straight["state"].step
-    same_weights(straight["agent"].state_dict(), checkpoint.from_plain(final["agent"]))
+    assert final["step"] == straight.state.step
+    same_weights(straight.agent.state_dict(), checkpoint.from_plain(final["agent"]))
 
 
 def test_checkpoint_holds_every_part_and_time_continues(tmp_path):
@@ -110,9 +110,9 @@ def test_checkpoint_holds_every_part_and_time_continues(tmp_path):
     payload = checkpoint.read(tmp_path / checkpoint.FILENAME)
     assert set(payload) >= {"agent", "replay", "loop", "envs", "eval_envs", "rng", "meta"}
     assert set(payload["agent"]) == {"q_net", "target_net", "optimizer", "lr_scheduler", "updates"}
-    assert payload["agent"]["updates"] == parts["agent"].updates
+    assert payload["agent"]["updates"] == parts.agent.updates
     state = loop.LoopState(**checkpoint.from_plain(payload["loop"]))
-    assert state.step == 1200 and state.explore_rngs[0].bit_generator.state == parts["state"].explore_rngs[0].bit_generator.state
+    assert state.step == 1200 and state.explore_rngs[0].bit_generator.state == parts.state.explore_rngs[0].bit_generator.state
     assert checkpoint.from_plain(payload["envs"])["exact"]
     assert state.clock > 0  # a resumed run's time column continues from here
 
@@ -174,7 +174,7 @@ def test_sigterm_to_the_cli_checkpoints_and_the_resumed_run_equals_a_straight_on
     straight = train(make_cfg(*args, "checkpoint_every=0"), tmp_path / "straight", "dqn")
     same_results(tmp_path / "straight", run_dir)
     final = checkpoint.read(run_dir / checkpoint.FILENAME)
-    same_weights(straight["agent"].state_dict(), checkpoint.from_plain(final["agent"]))
+    same_weights(straight.agent.state_dict(), checkpoint.from_plain(final["agent"]))
 
 
 def test_an_env_whose_state_cannot_be_saved_restarts_its_episodes_on_resume(tmp_path, signal_at):
@@ -192,4 +192,4 @@ def test_an_env_whose_state_cannot_be_saved_restarts_its_episodes_on_resume(tmp_
     after = read_rows(tmp_path / "metrics.csv")
     assert after[:len(before)] == before
     assert [int(r["step"]) for r in after] == list(range(100, 901, 100))
-    assert parts["state"].step == 900 and parts["agent"].updates == (900 - 100) // 1 + 1
+    assert parts.state.step == 900 and parts.agent.updates == (900 - 100) // 1 + 1

@@ -25,7 +25,7 @@ def test_agent_env_smoke(cfg_factory, tmp_path, agent, env):
     if agent == "qtable":
         cfg.batch_size = 1
     parts = train(cfg, tmp_path, agent, progress=False)
-    assert parts["state"].step == 150
+    assert parts.state.step == 150
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert len(metrics) == 3 * 2 and set(metrics.seed) == {0, 1}
     assert metrics["updates"].iloc[-1] == 101  # one update per step from step 50 to 150
@@ -61,7 +61,7 @@ def test_variants_differ_only_in_their_component(cfg_factory):
 def test_bad_values_fail_before_training(cfg_factory, tmp_path, overrides, words):
     cfg = cfg_factory(*overrides, "total_steps=1000" if not any("total_steps" in o for o in overrides) else "seed=0")
     if words is None:  # Acrobot's space is bounded: the grid comes from the observation space
-        build(cfg, tmp_path, "x")["envs"].close()
+        build(cfg, tmp_path, "x").close()
         return
     with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace("'", "'")):
         build(cfg, tmp_path, "x")

@@ -1,117 +1,84 @@
-"""DQNAgent.update: the numpy learner (hand-written backward pass) against the autograd learner."""
+"""DQNAgent's contract: learn() returns per-member metrics and per-sample TD errors, reads importance
+weights from the batch, and applies its own target-network rule after every update."""
 
-import copy
-
-import numpy as np
-import pytest
 import torch
 
 from rlzoo.agents.dqn import DQNAgent
-from rlzoo.nets import MLP, DuelingHead, ObservationEncoder, QHead, QNetwork, member_generators
-from rlzoo.optim import Adam
+from rlzoo.nets import MLP, ObservationEncoder, QHead, QNetwork, member_generators
 from rlzoo.replay import Batch
-from rlzoo.targets import double_dqn_target, dqn_target
+from rlzoo.target_sync import HardSync, SoftSync
+from rlzoo.targets import dqn_target
 
-P, B, A = 3, 16, 4
-
-
-def make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy, optimizer=Adam, hidden=(12, 10)):
-    gens = member_generators([5, 6, 7])
-    encoder = ObservationEncoder((), num_states=9) if discrete else ObservationEncoder((5,))
-    torso = MLP(encoder.out_shape, gens, hidden_sizes=hidden)
-    width = hidden[-1]
-    head_module = {"q": lambda: QHead(width, A, gens), "dueling": lambda: DuelingHead(width, A, gens),
-                   "dueling_hidden": lambda: DuelingHead(width, A, gens, hidden=6 if width < 50 else 64)}[head]()
-    net = QNetwork(encoder, torso, head_module)
-    return DQNAgent(net, optimizer(net.parameters(), lr=1e-2), target_fn, gamma=0.9, loss=loss,
-                    max_grad_norm=max_grad_norm, cpu_numpy=cpu_numpy)
+P, B, A = 2, 8, 3
 
 
-def batch(seed, discrete, B=B):
+def make_agent(target_sync, fast_path=False, lr=1e-2):
+    gens = member_generators([3, 4])
+    net = QNetwork(ObservationEncoder((4,)), MLP((4,), gens, hidden_sizes=(8,)), QHead(8, A, gens))
+    return DQNAgent(net, torch.optim.SGD(net.parameters(), lr=lr), dqn_target, target_sync=target_sync, gamma=0.9,
+                    loss="mse", max_grad_norm=None, fast_path=fast_path)
+
+
+def batch(seed, weights=None):
     g = torch.Generator().manual_seed(seed)
-    if discrete:
-        obs, next_obs = torch.randint(0, 9, (P, B), generator=g), torch.randint(0, 9, (P, B), generator=g)
-    else:
-        obs, next_obs = torch.randn(P, B, 5, generator=g) * 2, torch.randn(P, B, 5, generator=g) * 2
-    return Batch(obs, torch.randint(0, A, (P, B), generator=g), torch.randn(P, B, generator=g) * 3, next_obs,
-                 (torch.rand(P, B, generator=g) < 0.2).float())
+    return Batch(torch.randn(P, B, 4, generator=g), torch.randint(0, A, (P, B), generator=g),
+                 torch.randn(P, B, generator=g), torch.randn(P, B, 4, generator=g),
+                 (torch.rand(P, B, generator=g) < 0.3).float(), weights=weights)
 
 
-@pytest.mark.parametrize("head,target_fn,loss,max_grad_norm,discrete,large", [
-    ("q", dqn_target, "huber", 10.0, False, False),
-    ("q", double_dqn_target, "mse", None, False, False),
-    ("dueling", dqn_target, "huber", 0.1, False, False),  # a clip that binds
-    ("dueling_hidden", double_dqn_target, "huber", 1.0, False, False),
-    ("q", dqn_target, "mse", 1.0, True, False),  # one-hot states
-    # arrays above networks._TORCH_FROM elements: the elementwise steps run as torch kernels
-    ("q", dqn_target, "huber", 10.0, False, True),
-    ("dueling_hidden", double_dqn_target, "huber", 1.0, False, True),
-])
-def test_numpy_learner_matches_autograd(head, target_fn, loss, max_grad_norm, discrete, large):
-    from rlzoo.nets import _TORCH_FROM
-
-    hidden, batch_size = ((96, 80), 64) if large else ((12, 10), B)
-    assert (P * batch_size * hidden[0] >= _TORCH_FROM) == large
-    fast = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=True, hidden=hidden)
-    ref = make_agent(head, target_fn, loss, max_grad_norm, discrete, cpu_numpy=False, hidden=hidden)
-    assert fast.uses_numpy and not ref.uses_numpy
-    start = copy.deepcopy(ref.q_net.state_dict())
-    for step in range(6):
-        b = batch(step, discrete, batch_size)
-        m_fast, m_ref = fast.update(b), ref.update(b)
-        assert set(m_fast) == set(m_ref)
-        for k in m_ref:
-            assert m_fast[k].shape == (P,)
-            assert torch.allclose(m_fast[k], m_ref[k], rtol=1e-4, atol=1e-5), (step, k, m_fast[k], m_ref[k])
-        if step == 0 and max_grad_norm == 0.1:
-            assert (m_ref["grad_norm"] > 0.1).all()  # the clip was active
-        if step % 2 == 1:  # sync the target networks
-            fast.target_net.load_state_dict(fast.q_net.state_dict())
-            ref.target_net.load_state_dict(ref.q_net.state_dict())
-    for (name, p_fast), p_ref, p0 in zip(fast.q_net.named_parameters(), ref.q_net.parameters(), start.values()):
-        assert not torch.allclose(p_ref, p0), name  # every parameter was trained
-        assert torch.allclose(p_fast, p_ref, rtol=1e-4, atol=1e-5), name
+def test_td_errors_are_target_minus_prediction():
+    agent = make_agent(HardSync(every=100))
+    b = batch(0)
+    with torch.no_grad():
+        q_sa = agent.q_net(b.obs).gather(-1, b.action.unsqueeze(-1)).squeeze(-1)
+        q_next = agent.target_net(b.next_obs).max(dim=-1).values
+    y = b.reward + 0.9 * (1 - b.terminated) * q_next
+    metrics, td = agent.learn(b)
+    assert torch.allclose(td, y - q_sa, atol=1e-6)
+    assert torch.allclose(metrics["loss"], (y - q_sa).pow(2).mean(dim=1), atol=1e-6)
+    assert set(metrics) == {"loss", "q_mean"} and metrics["loss"].shape == (P,)
 
 
-def test_numpy_learner_gradients_equal_autograd_with_plain_sgd():
-    """One SGD step of lr 1: the parameter change is minus the gradient, compared parameter by parameter."""
-    fast = make_agent("dueling_hidden", double_dqn_target, "huber", None, False, True, optimizer=torch.optim.SGD)
-    ref = make_agent("dueling_hidden", double_dqn_target, "huber", None, False, False, optimizer=torch.optim.SGD)
-    for agent in (fast, ref):
-        agent.optimizer.param_groups[0]["lr"] = 1.0
-    before = [p.detach().clone() for p in ref.q_net.parameters()]
-    b = batch(11, False)
-    fast.update(b)
-    ref.update(b)
-    for p_fast, p_ref, p0 in zip(fast.q_net.parameters(), ref.q_net.parameters(), before):
-        g_fast, g_ref = p0 - p_fast.detach(), p0 - p_ref.detach()
-        assert g_ref.abs().max() > 0
-        assert torch.allclose(g_fast, g_ref, rtol=1e-4, atol=1e-6)
+def test_importance_weights_scale_each_sample_loss():
+    """Weights 2 on every sample double the loss and the gradient step of plain SGD; weight 0 on a
+    member leaves its parameters where they were."""
+    plain, doubled, masked = (make_agent(HardSync(every=100)) for _ in range(3))
+    start = [p.detach().clone() for p in plain.q_net.parameters()]
+    m1, _ = plain.learn(batch(1))
+    m2, _ = doubled.learn(batch(1, weights=torch.full((P, B), 2.0)))
+    assert torch.allclose(m2["loss"], 2 * m1["loss"])
+    for p0, p1, p2 in zip(start, plain.q_net.parameters(), doubled.q_net.parameters()):
+        assert torch.allclose(p2 - p0, 2 * (p1 - p0), atol=1e-6)
+    masked.learn(batch(1, weights=torch.tensor([[1.0] * B, [0.0] * B])))
+    for p0, p in zip(start, masked.q_net.parameters()):
+        assert torch.equal(p[1], p0[1]) and not torch.equal(p[0], p0[0])
 
 
-def test_members_learn_independently_in_the_numpy_learner():
-    """Member 1's update does not depend on member 0's or 2's data."""
-    a = make_agent("dueling", dqn_target, "huber", 10.0, False, True, optimizer=torch.optim.SGD)
-    b_agent = make_agent("dueling", dqn_target, "huber", 10.0, False, True, optimizer=torch.optim.SGD)
-    b1 = batch(0, False)
-    b2 = Batch(*(torch.cat([x[:1] * 0 + 1, x[1:2], x[2:] * 0], dim=0) for x in batch(0, False)))
-    a.update(b1)
-    b_agent.update(b2)
-    for pa, pb in zip(a.q_net.parameters(), b_agent.q_net.parameters()):
-        assert torch.equal(pa[1], pb[1])
-        assert not torch.equal(pa[0], pb[0])
+def test_the_agent_applies_its_own_hard_sync():
+    agent = make_agent(HardSync(every=3))
+    initial = [p.detach().clone() for p in agent.target_net.parameters()]
+    for step in range(1, 7):
+        agent.learn(batch(step))
+        synced = all(torch.equal(t, o) for t, o in zip(agent.target_net.parameters(), agent.q_net.parameters()))
+        assert synced == (step % 3 == 0), step
+        if step < 3:
+            assert all(torch.equal(t, i) for t, i in zip(agent.target_net.parameters(), initial))
 
 
-def test_rules_without_a_numpy_twin_run_in_torch_inside_the_numpy_learner():
-    import functools
+def test_the_agent_applies_its_own_soft_sync():
+    agent = make_agent(SoftSync(tau=0.25))
+    before = [p.detach().clone() for p in agent.target_net.parameters()]
+    agent.learn(batch(0))
+    for t, t0, o in zip(agent.target_net.parameters(), before, agent.q_net.parameters()):
+        assert torch.allclose(t, 0.75 * t0 + 0.25 * o, atol=1e-6)
 
-    def custom(reward, terminated, gamma, q_next_target):  # DQN's rule, under another name
-        return dqn_target(reward, terminated, gamma, q_next_target)
 
-    fast = make_agent("q", custom, "huber", 10.0, False, True)
-    ref = make_agent("q", dqn_target, "huber", 10.0, False, False)
-    assert fast.uses_numpy and fast.numpy_target_fn is None
-    assert make_agent("q", functools.partial(dqn_target), "huber", 10.0, False, True).numpy_target_fn is not None
-    for step in range(3):
-        m_fast, m_ref = fast.update(batch(step, False)), ref.update(batch(step, False))
-        assert torch.allclose(m_fast["loss"], m_ref["loss"], rtol=1e-4, atol=1e-6)
+def test_fast_path_and_autograd_give_the_same_td_errors_and_weights():
+    fast, ref = make_agent(HardSync(every=2), fast_path=True), make_agent(HardSync(every=2))
+    assert fast.fast is not None and ref.fast is None
+    for step in range(4):
+        w = torch.rand(P, B, generator=torch.Generator().manual_seed(step)) + 0.5
+        (_, td_fast), (_, td_ref) = fast.learn(batch(step, w)), ref.learn(batch(step, w))
+        assert torch.allclose(td_fast, td_ref, atol=1e-5)
+    for a, b in zip(fast.q_net.parameters(), ref.q_net.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)

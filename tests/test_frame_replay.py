@@ -84,7 +84,7 @@ def assert_same_as_naive(frames: FrameReplay, naive: UniformReplay):
     for i in range(frames.population):
         slots = usable_slots(frames, i)
         assert len(slots) > 0
-        rebuilt = frames.gather(np.tile(slots, (frames.population, 1)))
+        rebuilt = frames.storage.gather(np.tile(slots, (frames.population, 1)))
         for field in ("obs", "next_obs", "action", "reward", "terminated"):
             got = getattr(rebuilt, field)[i].numpy()
             want = getattr(naive, field)[i, slots].numpy()
@@ -116,6 +116,11 @@ def test_short_episodes_in_a_small_frame_store_drop_the_oldest_transitions_not_c
     frames, naive = fill_both(traj, steps=400, capacity=100, frame_capacity=110)
     assert 0 < len(frames) < 100  # 1-3 step episodes need up to 5 frames each: fewer usable transitions
     assert_same_as_naive(frames, naive)
+    # valid() offers a sampler exactly the usable slots
+    valid = frames.storage.valid()
+    for i in range(2):
+        offered = (valid.start[i] + np.arange(valid.size[i])) % valid.capacity
+        assert np.array_equal(offered, usable_slots(frames, i))
     # every sampled slot is a usable one
     for _ in range(20):
         idx = frames.sample_indices()
@@ -154,8 +159,44 @@ def test_population_member_replays_what_a_solo_run_replays():
         solo.add(obs[1:], a[1:], r[1:], nxt[1:], term[1:], trunc[1:])
     for _ in range(5):
         p, s = pop.sample(), solo.sample()
-        for field in p._fields:
+        assert p.weights is None and s.weights is None
+        for field in ("obs", "action", "reward", "next_obs", "terminated", "indices"):
             torch.testing.assert_close(getattr(p, field)[1], getattr(s, field)[0])
+
+
+def test_batch_carries_the_sampled_slots():
+    traj = StackedTrajectory(np.random.default_rng(7), population=2, mean_len=5)
+    frames, naive = fill_both(traj, steps=300, capacity=120)
+    for _ in range(5):
+        b = frames.sample()
+        assert b.indices.shape == (2, 8) and b.indices.dtype == np.int64 and b.weights is None
+        for i in range(2):
+            for field in ("obs", "next_obs", "action", "reward", "terminated"):
+                want = getattr(naive, field)[i, b.indices[i]]
+                np.testing.assert_array_equal(getattr(b, field)[i].numpy(), want.numpy())
+        frames.update_priorities(b.indices, torch.ones(2, 8))  # accepted; uniform sampling ignores it
+
+
+def test_restart_episodes_starts_new_segments():
+    """After the environments were reset outside the loop (a resume that could not restore them), the next
+    observation does not continue the stored stacks: restart_episodes makes the next add store it whole."""
+    def run(restart: bool):
+        first = StackedTrajectory(np.random.default_rng(8), population=2, mean_len=30)
+        frames, naive = fill_both(first, steps=25, capacity=200)
+        if restart:
+            frames.restart_episodes()
+            naive.restart_episodes()  # a no-op for whole transitions
+        second = StackedTrajectory(np.random.default_rng(9), population=2, mean_len=30)
+        second.episode += 500  # other episodes: a stack mixing the two would show
+        for _ in range(25):
+            step = second.step()
+            frames.add(*step)
+            naive.add(*step)
+        return frames, naive
+
+    assert_same_as_naive(*run(restart=True))
+    with pytest.raises(AssertionError):  # without it, the first new s is rebuilt from the old episode's frames
+        assert_same_as_naive(*run(restart=False))
 
 
 def test_state_dict_round_trip_gives_the_same_future_samples():
@@ -222,7 +263,7 @@ def test_torch_storage_path_used_on_cuda_equals_the_numpy_path():
     traj_b = StackedTrajectory(np.random.default_rng(6), population=2, mean_len=4, lives=2)
     a = FrameReplay(60, 8, (K, H, W), np.uint8, [0, 1])
     b = FrameReplay(60, 8, (K, H, W), np.uint8, [0, 1])
-    b._np = None  # force the torch path
+    b.storage._np = None  # force the torch path
     for _ in range(200):
         a.add(*traj_a.step())
         b.add(*traj_b.step())

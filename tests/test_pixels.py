@@ -35,15 +35,15 @@ def test_pixel_config_trains(cfg_factory, tmp_path, overrides):
     cfg = cfg_factory(*overrides, *TINY)
     parts = train(cfg, tmp_path, "agent", progress=False)
     P = cfg.n_seeds
-    assert parts["state"].step == 200
-    assert len(parts["replay"]) == 150
-    assert parts["agent"].updates == 26  # every 4th step from step 100 to 200
+    assert parts.state.step == 200
+    assert len(parts.replay) == 150
+    assert parts.agent.updates == 26  # every 4th step from step 100 to 200
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert len(metrics) == 2 * P and np.isfinite(metrics["loss"]).all()
     # parameters moved and stayed finite
-    assert all(torch.isfinite(p).all() for p in parts["agent"].q_net.parameters())
-    batch = parts["replay"].sample()
-    assert batch.obs.shape == (P, 8, *parts["spec"].obs_shape) and batch.obs.dtype == torch.uint8
+    assert all(torch.isfinite(p).all() for p in parts.agent.q_net.parameters())
+    batch = parts.replay.sample()
+    assert batch.obs.shape == (P, 8, *parts.spec.obs_shape) and batch.obs.dtype == torch.uint8
 
 
 def test_minatar_episodes_are_logged_with_game_scores(cfg_factory, tmp_path):
@@ -115,7 +115,7 @@ def test_loop_logs_whole_games_with_episodic_life(cfg_factory, tmp_path):
                       "eval_every=0", "log_q_estimates=false", "progress=false", "device=cpu")
     parts = train(cfg, tmp_path, "dqn", progress=False)
     returns = pd.read_csv(tmp_path / "returns.csv")
-    terminals = int(parts["replay"].terminated.sum())
+    terminals = int(parts.replay.terminated.sum())
     assert len(returns) >= 1
     assert terminals >= 5 * len(returns)  # each logged game had 5 lives, each loss a learner terminal
     assert returns.length.min() > 60  # whole games, not single lives
@@ -143,10 +143,10 @@ def test_minatar_env():
 
 def test_minatar_channels_reach_the_network_unscaled(cfg_factory, tmp_path):
     parts = build(cfg_factory("+experiment=minatar", "device=cpu"), tmp_path, "dqn")
-    encoder = parts["agent"].q_net.encoder
+    encoder = parts.agent.q_net.encoder
     x = torch.ones(1, 1, 4, 10, 10, dtype=torch.uint8)
     assert torch.equal(encoder(x), torch.ones(1, 1, 4, 10, 10))
-    parts["envs"].close(), parts["eval_envs"].close()
+    parts.close()
 
 
 @pytest.mark.parametrize("overrides, words", [

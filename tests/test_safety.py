@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -78,14 +79,12 @@ def run_poisoned(tmp_path, nan_check: bool):
                    "progress=false", "checkpoint_every=0")
     parts = build(cfg, tmp_path, "dqn")
     with torch.no_grad():
-        next(parts["agent"].q_net.parameters())[1].fill_(float("nan"))
+        next(parts.agent.q_net.parameters())[1].fill_(float("nan"))
+    parts.settings = dataclasses.replace(parts.settings, nan_check=nan_check)
     try:
-        return loop.run(parts["envs"], parts["eval_envs"], parts["agent"], parts["replay"], parts["target_sync"],
-                        parts["logger"], seeds=parts["seeds"], num_actions=2, total_steps=300, learning_starts=100,
-                        train_freq=2, epsilon=parts["schedule"], gamma=0.99, eval_every=0, eval_episodes=1,
-                        eval_epsilon=0.0, log_every=100, nan_check=nan_check)
+        return loop.run(parts)
     finally:
-        parts["logger"].close()
+        parts.close()
 
 
 def test_a_nan_loss_stops_the_run_at_the_first_update(tmp_path):

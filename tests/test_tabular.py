@@ -21,10 +21,10 @@ def test_update_is_the_q_learning_rule():
     agent.q[0, 1] = torch.tensor([1.0, 3.0])
     batch = Batch(obs=torch.tensor([[0]]), action=torch.tensor([[1]]), reward=torch.tensor([[2.0]]),
                   next_obs=torch.tensor([[1]]), terminated=torch.tensor([[0.0]]))
-    agent.update(batch)
+    agent.learn(batch)
     assert agent.q[0, 0, 1].item() == pytest.approx(0.5 * (2.0 + 0.9 * 3.0))  # 0 + lr * (y - 0)
     batch = batch._replace(terminated=torch.tensor([[1.0]]))
-    agent.update(batch)
+    agent.learn(batch)
     assert agent.q[0, 0, 1].item() == pytest.approx(2.35 + 0.5 * (2.0 - 2.35))  # no bootstrap when terminal
 
 
@@ -35,7 +35,7 @@ def test_converges_to_known_q_star_of_chain_mdp(cfg_factory, tmp_path):
     parts = train(cfg, tmp_path, "qtable", progress=False)
     q_star = ChainMDP.optimal_q(5, 0.9)
     for member in range(3):
-        q = parts["agent"].q[member].numpy()
+        q = parts.agent.q[member].numpy()
         assert np.allclose(q[:4], q_star[:4], atol=1e-4), (member, q, q_star)
         assert np.allclose(q[4], 0.0)  # the terminal state is never updated
 

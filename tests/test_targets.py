@@ -34,21 +34,3 @@ def test_population_axis_is_independent():
 def test_td_target_terminated_dtype_bool():
     y = td_target(torch.tensor([1.0, 1.0]), torch.tensor([True, False]), 0.5, torch.tensor([4.0, 4.0]))
     assert torch.allclose(y, torch.tensor([1.0, 3.0]))
-
-
-def test_numpy_twins_equal_the_torch_rules():
-    import numpy as np
-
-    from rlzoo.targets import NUMPY_TWINS
-
-    g = torch.Generator().manual_seed(0)
-    r, q_t, q_o = torch.randn(3, 50, generator=g), torch.randn(3, 50, 4, generator=g), torch.randn(3, 50, 4, generator=g)
-    term = (torch.rand(3, 50, generator=g) < 0.3).float()
-    for rule, twin in NUMPY_TWINS.items():
-        extra = (q_o,) if rule is double_dqn_target else ()
-        expected = rule(r, term, 0.97, q_t, *extra)
-        got = twin(r.numpy(), term.numpy(), 0.97, q_t.numpy(), *(x.numpy() for x in extra))
-        assert got.dtype == np.float32 and got.shape == (3, 50)
-        assert np.allclose(got, expected.numpy(), rtol=1e-6, atol=1e-6)
-    assert not np.allclose(NUMPY_TWINS[dqn_target](r.numpy(), term.numpy(), 0.97, q_t.numpy()),
-                           NUMPY_TWINS[double_dqn_target](r.numpy(), term.numpy(), 0.97, q_t.numpy(), q_o.numpy()))

@@ -66,7 +66,6 @@ class TabularQAgent:
         self.q = torch.full((self.population, self.num_states, self.num_actions), float(init_q), dtype=torch.float64)
         self._rows = torch.arange(self.population).unsqueeze(1)
         self.updates = 0
-        self.online = self.target = None  # no target network
 
     def state_index(self, obs: torch.Tensor) -> torch.Tensor:
         return self.discretizer(obs) if self.discretizer is not None else obs.long()
@@ -76,16 +75,18 @@ class TabularQAgent:
         s = self.state_index(torch.as_tensor(obs))
         return self.q[torch.arange(self.population), s].numpy()
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def learn(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One Q-learning step per sampled transition (the table itself gives the target: no target table)."""
         rows = self._rows
         s, s_next = self.state_index(batch.obs), self.state_index(batch.next_obs)
         q_sa = self.q[rows, s, batch.action]
         y = batch.reward.double() + self.gamma * (1.0 - batch.terminated.double()) * self.q[rows, s_next].max(dim=-1).values
         delta = y - q_sa
         rows_b = rows.expand_as(s)
-        self.q.index_put_((rows_b, s, batch.action), self.lr * delta / batch.action.shape[1], accumulate=True)
+        step = delta if batch.weights is None else delta * batch.weights.double()  # importance weights
+        self.q.index_put_((rows_b, s, batch.action), self.lr * step / batch.action.shape[1], accumulate=True)
         self.updates += 1
-        return {"loss": delta.pow(2).mean(dim=1).float(), "q_mean": q_sa.mean(dim=1).float()}
+        return {"loss": delta.pow(2).mean(dim=1).float(), "q_mean": q_sa.mean(dim=1).float()}, delta.float()
 
     def state_dict(self) -> dict:
         return {"q": self.q, "updates": self.updates}

@@ -3,21 +3,28 @@
 Every factory returns ``(envs, spec)``: a gymnasium ``VectorEnv`` that resets finished members in
 the same step (``AutoresetMode.SAME_STEP``; the true last observation is in ``info["final_obs"]``)
 and an ``EnvSpec`` describing what the agent sees.
+
+Every ``envs`` saves its own state: ``state_dict() -> dict`` and ``load_state_dict(state)``, with
+``exact_state`` True when that state continues the episodes bit for bit, and False (``state_dict()`` is
+``{}``, loading does nothing) where it cannot be saved as plain data (Atari emulators, MinAtar games).
+
+Factories: ``make_gym_env`` (``rlzoo.envs.gym``), ``make_cartpole`` (``rlzoo.envs.cartpole``),
+``make_atari_env`` (``rlzoo.envs.atari``), ``make_minatar_env`` (``rlzoo.envs.minatar``); toy MDPs
+in ``rlzoo.envs.toy``. The Atari and MinAtar modules are imported only when used.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-import gymnasium as gym
+import gymnasium
 import numpy as np
 from gymnasium import spaces
 
 from rlzoo.errors import ConfigError
 
-SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
+SAME_STEP = gymnasium.vector.AutoresetMode.SAME_STEP
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class EnvSpec:
     obs_scale: float | None = None  # the encoder divides observations by this; None: 255 for uint8, else 1
 
 
-def spec_from_spaces(name: str, obs_space: gym.Space, action_space: gym.Space,
+def spec_from_spaces(name: str, obs_space: gymnasium.Space, action_space: gymnasium.Space,
                      obs_bounds: dict | None = None) -> EnvSpec:
     """Check that the spaces are ones a value-based agent can use and describe them."""
     if not isinstance(action_space, spaces.Discrete):
@@ -56,82 +63,6 @@ def spec_from_spaces(name: str, obs_space: gym.Space, action_space: gym.Space,
                    obs_low=low, obs_high=high, pixels=pixels)
 
 
-def _make_one(env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any]):
-    def thunk():
-        return gym.make(env_id, max_episode_steps=max_episode_steps, disable_env_checker=True, **kwargs)
-    return thunk
-
-
-def make_gym_env(id: str, num_envs: int, max_episode_steps: int | None = None,
-                 obs_bounds: dict | None = None, kwargs: dict[str, Any] | None = None):
-    """Any registered gymnasium id with Discrete actions and Box or Discrete observations.
-
-    ``obs_bounds`` ({low: [...], high: [...]}) gives finite ranges for flat observations whose space is
-    unbounded (CartPole's velocities); only the Q-table's discretiser uses them.
-    """
-    kwargs = dict(kwargs or {})
-    try:
-        probe = gym.make(id, disable_env_checker=True, **kwargs)
-    except gym.error.Error as e:  # unknown id, missing version, bad kwargs
-        raise ConfigError(f"gymnasium cannot make {id!r}: {e}. Set env.id to a registered id "
-                          "(e.g. CartPole-v1, Acrobot-v1, FrozenLake-v1)") from None
-    except TypeError as e:
-        raise ConfigError(f"gymnasium cannot make {id!r} with env.kwargs={kwargs}: {e}") from None
-    spec = spec_from_spaces(id, probe.observation_space, probe.action_space, obs_bounds)
-    probe.close()
-    envs = gym.vector.SyncVectorEnv([_make_one(id, max_episode_steps, kwargs) for _ in range(num_envs)],
-                                    autoreset_mode=SAME_STEP)
-    return envs, spec
-
-
-def make_cartpole(num_envs: int, max_episode_steps: int | None = None, obs_bounds: dict | None = None):
-    """CartPole-v1 for the whole population in one lean vector env (``rlzoo.envs.cartpole``); its episodes equal
-    gymnasium's ``CartPole-v1`` with the same seeds (``env=gym env.id=CartPole-v1`` runs the original)."""
-    from rlzoo.envs.cartpole import CartPolePopulation
-
-    envs = CartPolePopulation(num_envs, max_episode_steps=max_episode_steps or 500)
-    return envs, spec_from_spaces("CartPole-v1", envs.single_observation_space, envs.single_action_space, obs_bounds)
-
-
-class ChainMDP(gym.Env):
-    """A deterministic chain ``0 - 1 - ... - (n-1)``: action 1 moves right, action 0 moves left
-    (staying put at 0). Entering the last state gives reward 1 and ends the episode; every other
-    step gives 0. Episodes start in state 0. Small enough that Q* is known in closed form:
-    ``Q*(s, right) = gamma ** (n - 2 - s)``, ``Q*(s, left) = gamma * V*(max(s - 1, 0))``.
-    """
-
-    def __init__(self, n: int = 5):
-        if n < 2:
-            raise ValueError(f"ChainMDP needs n >= 2 states, got {n}")
-        self.n = n
-        self.observation_space = spaces.Discrete(n)
-        self.action_space = spaces.Discrete(2)
-        self.state = 0
-
-    def reset(self, *, seed: int | None = None, options=None):
-        super().reset(seed=seed)
-        self.state = 0
-        return self.state, {}
-
-    def step(self, action):
-        self.state = min(self.state + 1, self.n - 1) if action == 1 else max(self.state - 1, 0)
-        done = self.state == self.n - 1
-        return self.state, float(done), done, False, {}
-
-    @staticmethod
-    def optimal_q(n: int, gamma: float) -> np.ndarray:
-        """Closed-form Q* (terminal state's row is zero)."""
-        v = np.array([gamma ** (n - 2 - s) for s in range(n - 1)] + [0.0])
-        q = np.zeros((n, 2))
-        for s in range(n - 1):
-            q[s, 1] = 1.0 if s + 1 == n - 1 else gamma * v[s + 1]
-            q[s, 0] = gamma * v[max(s - 1, 0)]
-        return q
-
-
-gym.register("rlzoo/Chain-v0", entry_point=ChainMDP, max_episode_steps=100)
-
-
 def describe_observation(spec: EnvSpec) -> str:
     return f"{spec.name} observations of shape {spec.obs_shape} ({spec.obs_dtype})"
 
@@ -148,3 +79,12 @@ def num_states_for_table(spec: EnvSpec, bins) -> int:
         raise ConfigError(f"a Q-table over {describe_observation(spec)} with bins={bins} has {n:,} states; "
                           "lower agent.discretizer.bins or use agent=dqn")
     return n
+
+
+# The factories live in their modules (which import the names above) and are re-exported here.
+from rlzoo.envs.cartpole import CartPolePopulation, make_cartpole  # noqa: E402
+from rlzoo.envs.gym import SyncPopulation, make_gym_env  # noqa: E402
+from rlzoo.envs.toy import ChainMDP  # noqa: E402  (registers rlzoo/Chain-v0)
+
+__all__ = ["SAME_STEP", "EnvSpec", "spec_from_spaces", "describe_observation", "num_states_for_table",
+           "CartPolePopulation", "make_cartpole", "SyncPopulation", "make_gym_env", "ChainMDP"]

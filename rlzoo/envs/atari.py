@@ -60,7 +60,13 @@ class FireOnReset(gym.Wrapper):
 
 
 class PopulationAtari(gym.vector.VectorWrapper):
-    """Adapts a vector Atari env to the loop: list seeds, episodic life, ``info["game_over"]``."""
+    """Adapts a vector Atari env to the loop: list seeds, episodic life, ``info["game_over"]``.
+
+    The emulators' state cannot be saved as plain data: ``exact_state`` is False, ``state_dict()`` is ``{}``
+    and ``load_state_dict`` does nothing (a resumed run restarts the games).
+    """
+
+    exact_state = False
 
     def __init__(self, env: gym.vector.VectorEnv, episodic_life: bool, array_seeds: bool):
         super().__init__(env)
@@ -94,6 +100,12 @@ class PopulationAtari(gym.vector.VectorWrapper):
                     final[i] = obs[i]  # the game goes on: the last observation of this life is the current one
                 info["final_obs"] = final
         return obs, reward, terminated, truncated, info
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def make_atari_env(id: str, num_envs: int, backend: str = "ale_vector", noop_max: int = 30, frame_skip: int = 4,

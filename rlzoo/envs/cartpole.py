@@ -6,11 +6,13 @@ for one member, measured in benchmarks/throughput.py's setting), and each
 member keeps its own generator (``reset(seed=[s0, s1, ...])`` seeds member ``i`` exactly like
 ``gym.make("CartPole-v1").reset(seed=s_i)``), so a member's episodes match a single gymnasium
 environment with that seed. Finished members are reset in the same step (``AutoresetMode.SAME_STEP``);
-their last observation is in ``info["final_obs"]``.
+their last observation is in ``info["final_obs"]``. ``state_dict()`` holds the whole state (positions,
+step counts, generators), so a restored population continues bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -18,6 +20,8 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from rlzoo.envs import spec_from_spaces
 
 GRAVITY, MASSCART, MASSPOLE, LENGTH, FORCE_MAG, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS = MASSPOLE + MASSCART
@@ -28,6 +32,7 @@ X_THRESHOLD = 2.4
 
 class CartPolePopulation(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    exact_state = True  # state_dict() is the whole state
 
     def __init__(self, num_envs: int, max_episode_steps: int = 500):
         self.num_envs = int(num_envs)
@@ -43,7 +48,7 @@ class CartPolePopulation(VectorEnv):
 
     # The state lives in Python lists: the step is plain float arithmetic member by member, which for
     # populations of up to a few dozen members is faster than numpy on arrays this small, and is the
-    # exact arithmetic of gymnasium's CartPole. These views are for checkpoints and tests.
+    # exact arithmetic of gymnasium's CartPole. These views are for state_dict() and tests.
     @property
     def state(self) -> np.ndarray:
         """``[P, 4]`` float64: x, x_dot, theta, theta_dot per member (a copy)."""
@@ -61,6 +66,18 @@ class CartPolePopulation(VectorEnv):
     @elapsed.setter
     def elapsed(self, value) -> None:
         self._elapsed = [int(v) for v in np.asarray(value).reshape(self.num_envs)]
+
+    def state_dict(self) -> dict:
+        """``{"state": [P, 4] float64, "elapsed": [P] int64, "rngs": [P generators]}`` (copies)."""
+        return {"state": self.state, "elapsed": self.elapsed, "rngs": copy.deepcopy(self.rngs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        rngs = list(state["rngs"])
+        if len(rngs) != self.num_envs:
+            raise ValueError(f"the saved state has {len(rngs)} members, this environment {self.num_envs}")
+        self.state = state["state"]
+        self.elapsed = state["elapsed"]
+        self.rngs = copy.deepcopy(rngs)  # not shared with the caller's dict
 
     def _reset_member(self, i: int) -> None:
         self._s[i] = self.rngs[i].uniform(low=-0.05, high=0.05, size=(4,)).tolist()
@@ -107,3 +124,10 @@ class CartPolePopulation(VectorEnv):
 
     def close_extras(self, **kwargs):
         pass
+
+
+def make_cartpole(num_envs: int, max_episode_steps: int | None = None, obs_bounds: dict | None = None):
+    """CartPole-v1 for the whole population in one ``CartPolePopulation``; its episodes equal gymnasium's
+    ``CartPole-v1`` with the same seeds (``env=gym env.id=CartPole-v1`` runs the original)."""
+    envs = CartPolePopulation(num_envs, max_episode_steps=max_episode_steps or 500)
+    return envs, spec_from_spaces("CartPole-v1", envs.single_observation_space, envs.single_action_space, obs_bounds)

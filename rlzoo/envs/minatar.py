@@ -3,7 +3,9 @@
 ``minatar`` 1.0.15 registers gymnasium ids only when ``minatar.gym.register_envs()`` is called, and
 its ``BaseEnv`` returns bool ``[10, 10, C]`` arrays. This module wraps ``minatar.Environment``
 directly: channels first ``[C, 10, 10]`` as uint8 0/1 (a quarter of float32's replay memory), with
-``EnvSpec.obs_scale = 1`` so the encoder does not divide them by 255.
+``EnvSpec.obs_scale = 1`` so the encoder does not divide them by 255. The games are Python objects
+whose state cannot be saved as plain data: the population's ``exact_state`` is False (a resumed run
+restarts the games).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from rlzoo.envs import SAME_STEP, EnvSpec
+from rlzoo.envs.gym import SyncPopulation
 from rlzoo.errors import ConfigError
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
@@ -63,7 +66,8 @@ def make_minatar_env(game: str, num_envs: int, sticky_action_prob: float = 0.1, 
         env = MinAtarEnv(game, sticky_action_prob, difficulty_ramping, minimal_action_set)
         return gym.wrappers.TimeLimit(env, max_episode_steps) if max_episode_steps else env
 
-    envs = gym.vector.SyncVectorEnv([thunk for _ in range(num_envs)], autoreset_mode=SAME_STEP)
+    envs = SyncPopulation(gym.vector.SyncVectorEnv([thunk for _ in range(num_envs)], autoreset_mode=SAME_STEP),
+                          saveable=False)
     spec = EnvSpec(f"MinAtar/{game}", tuple(envs.single_observation_space.shape), np.dtype(np.uint8),
                    int(envs.single_action_space.n), pixels=True, obs_scale=1.0)
     return envs, spec

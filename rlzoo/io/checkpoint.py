@@ -26,7 +26,6 @@ import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 from hydra.experimental.callback import Callback
@@ -38,7 +37,7 @@ from rlzoo.io.tables import TABLES
 FILENAME = "checkpoint.pt"
 FORMAT, VERSION = "rlzoo-checkpoint", 3  # 2: PopLinear weights stored [P, out, in]; 3: no evaluation generators
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
-RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "cpu_numpy",
+RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "fast_path",
                      "nan_check")
 CSV_FILES = tuple(name for name, _ in TABLES.values())
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
@@ -116,84 +115,6 @@ def generator_from_state(state: dict) -> np.random.Generator:
     rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
     rng.bit_generator.state = state
     return rng
-
-
-# -- environments --------------------------------------------------------------------------------------
-_SIMPLE = (bool, int, float, str, type(None), np.generic, np.random.Generator)
-_CONSTANT = (gym.Space, gym.envs.registration.EnvSpec, gym.Env, gym.vector.AutoresetMode)  # not state
-_CONSTANT_KEYS = ("env_fns", "_saved_kwargs", "spec", "metadata")
-
-
-def _simple(v) -> bool:
-    if isinstance(v, _SIMPLE):
-        return True
-    if isinstance(v, np.ndarray):
-        return v.dtype.kind in "biuf"
-    if isinstance(v, (list, tuple)):
-        return all(_simple(x) for x in v)
-    if isinstance(v, dict):
-        return all(isinstance(k, (str, int)) and _simple(x) for k, x in v.items())
-    return False
-
-
-def _layer_state(layer) -> dict | None:
-    """The attributes of one env or wrapper that can be saved; None if some attribute that may be state
-    cannot (an emulator, a Python object of the game)."""
-    out = {}
-    for key, value in vars(layer).items():
-        if _simple(value):
-            out[key] = value
-        elif key in _CONSTANT_KEYS or isinstance(value, _CONSTANT) or callable(value) or (
-                isinstance(value, np.ndarray) and value.dtype.kind in "SU"):  # FrozenLake's map: a constant
-            continue
-        elif isinstance(value, list) and all(isinstance(v, gym.Env) for v in value):  # SyncVectorEnv.envs
-            continue
-        else:
-            return None
-    return out
-
-
-def _layers(env) -> list:
-    layers = [env]
-    while isinstance(layers[-1], gym.Wrapper):
-        layers.append(layers[-1].env)
-    return layers
-
-
-def env_state(envs) -> dict:
-    """What continues the environments exactly: ``{"exact": True, ...}``, or ``{"exact": False}`` for
-    environments whose state cannot be saved without pickling code objects (Atari emulators, MinAtar)."""
-    from rlzoo.envs.cartpole import CartPolePopulation
-
-    if isinstance(envs, CartPolePopulation):
-        return {"exact": True, "kind": "cartpole", "state": envs.state, "elapsed": envs.elapsed, "rngs": envs.rngs}
-    if type(envs) is gym.vector.SyncVectorEnv:
-        vector = _layer_state(envs)
-        members = [[_layer_state(layer) for layer in _layers(e)] for e in envs.envs]
-        if vector is not None and all(s is not None for m in members for s in m):
-            return {"exact": True, "kind": "sync", "vector": vector, "members": members}
-    return {"exact": False}
-
-
-def _set_attrs(obj, state: dict) -> None:
-    for key, value in state.items():
-        current = vars(obj).get(key)
-        if isinstance(current, np.ndarray) and isinstance(value, np.ndarray) and current.shape == value.shape:
-            current[...] = value  # in place: other objects may hold this array
-        else:
-            vars(obj)[key] = value
-
-
-def load_env_state(envs, state: dict) -> None:
-    if state["kind"] == "cartpole":
-        envs.state = state["state"]
-        envs.elapsed = state["elapsed"]
-        envs.rngs = list(state["rngs"])
-    else:
-        _set_attrs(envs, state["vector"])
-        for e, member in zip(envs.envs, state["members"]):
-            for layer, layer_state in zip(_layers(e), member):
-                _set_attrs(layer, layer_state)
 
 
 def global_rng_state() -> dict:
@@ -383,13 +304,14 @@ class Checkpointer:
     def save(self, state) -> None:
         t = time.perf_counter()
         p = self.parts
-        envs = env_state(p["envs"])
-        meta = {"config": self.config, "overrides": self.overrides, "seeds": list(p["seeds"]),
-                "csv": csv_positions(self.out_dir), "clock": float(state.clock), "env_exact": bool(envs["exact"])}
+        envs = {"exact": bool(p.envs.exact_state), "state": p.envs.state_dict()}
+        eval_envs = {"exact": bool(p.eval_envs.exact_state), "state": p.eval_envs.state_dict()}
+        meta = {"config": self.config, "overrides": self.overrides, "seeds": list(p.seeds),
+                "csv": csv_positions(self.out_dir), "clock": float(state.clock), "env_exact": envs["exact"]}
         payload = {"format": FORMAT, "version": VERSION, "step": int(state.step), "meta": json.dumps(meta),
-                   "agent": to_plain(p["agent"].state_dict()), "replay": to_plain(p["replay"].state_dict()),
+                   "agent": to_plain(p.agent.state_dict()), "replay": to_plain(p.replay.state_dict()),
                    "loop": to_plain({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}),
-                   "envs": to_plain(envs), "eval_envs": to_plain(env_state(p["eval_envs"])),
+                   "envs": to_plain(envs), "eval_envs": to_plain(eval_envs),
                    "rng": to_plain(global_rng_state())}
         self.bytes = write_atomic(payload, self.path)
         self.saved_step, self.seconds = int(state.step), time.perf_counter() - t
@@ -430,21 +352,21 @@ def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
     meta = json.loads(payload["meta"])
     step = int(payload["step"])
     try:
-        parts["agent"].load_state_dict(from_plain(payload["agent"]))
-        parts["replay"].load_state_dict(from_plain(payload["replay"]))
+        parts.agent.load_state_dict(from_plain(payload["agent"]))
+        parts.replay.load_state_dict(from_plain(payload["replay"]))
         state = loop_state_cls(**from_plain(payload["loop"]))
         for key in ("envs", "eval_envs"):
             env = from_plain(payload[key])
             if env["exact"]:
-                load_env_state(parts[key], env)
+                getattr(parts, key).load_state_dict(env["state"])
             elif key == "envs":  # restart the running episodes (documented as not exact)
-                state.obs, _ = parts[key].reset(seed=[int(s) + step for s in parts["seeds"]])
+                state.obs, _ = getattr(parts, key).reset(seed=[int(s) + step for s in parts.seeds])
                 P = state.population
                 state.ep_return[:], state.ep_length[:] = 0.0, 0
                 state.ep_max_q, state.ep_rewards = [[] for _ in range(P)], [[] for _ in range(P)]
-                if hasattr(parts["replay"], "cursor"):  # FrameReplay: start new frame segments
-                    parts["replay"].cursor[:] = -1
-                    parts["replay"].pending = [None] * P
+                if hasattr(parts.replay, "cursor"):  # FrameReplay: start new frame segments
+                    parts.replay.cursor[:] = -1
+                    parts.replay.pending = [None] * P
         load_global_rng_state(from_plain(payload["rng"]))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"the checkpoint in {out_dir} does not fit this run ({type(e).__name__}: "

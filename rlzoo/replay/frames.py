@@ -3,7 +3,7 @@
 An Atari observation is a stack of the last ``K`` (4) frames. Consecutive observations share
 ``K - 1`` frames and ``s'`` of one transition is ``s`` of the next, so a memory that stores both
 stacks keeps every frame ``2K`` times (about 56 KB per transition at 84x84, 28 GB for 1M
-transitions even with ``s'`` derived from ``s``). ``FrameReplay`` keeps, per member:
+transitions even with ``s'`` derived from ``s``). ``FrameStorage`` keeps, per member:
 
 - a circular *frame* store ``[F, H, W]`` written in order: one frame per step (the last frame of
   ``s'``) plus, at the start of an episode, the frames of the first stack that are not zero padding;
@@ -21,33 +21,35 @@ padding (e.g. a repeated first frame) is stored, so sampled stacks always equal 
 The frame store holds ``frame_capacity`` frames (default ``capacity + capacity // 100 + 2K``): an
 episode of ``L`` steps uses ``L + 1`` frames, so episodes of 100 steps or more never shrink the
 memory below ``capacity`` transitions. With shorter episodes the oldest transitions whose frames
-were overwritten are simply no longer sampled (``len()`` reports the usable count).
+were overwritten are simply no longer valid: ``valid()`` offers a sampler only the usable ones (the
+most recent), and ``len()`` reports their count.
 
-Sampling is uniform with replacement over the usable transitions, from each member's own generator.
 On a CUDA device the stores live on the device; the host keeps only the integer bookkeeping and
 sends the sampled positions (a few KB) per batch.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from rlzoo.replay import Batch
-from rlzoo.seeding import REPLAY, member_rngs
+from rlzoo.replay.memory import Replay
+from rlzoo.replay.samplers import UniformSampler, ValidSlots
+from rlzoo.replay.storage import Batch
 
 
-class FrameReplay:
-    """Uniform replay over stacked frames ``[K, H, W]`` (uint8), storing each frame once.
+class FrameStorage:
+    """Transitions of stacked frames ``[K, H, W]`` (uint8), each frame stored once.
 
-    Same constructor and methods as ``rlzoo.replay.UniformReplay``; ``frame_capacity`` optionally
-    sets the frame store size per member (``None``: ``capacity + capacity // 100 + 2K``).
+    ``frame_capacity`` optionally sets the frame store size per member (``None``:
+    ``capacity + capacity // 100 + 2K``).
     """
 
-    def __init__(self, capacity: int, batch_size: int, obs_shape: Sequence[int], obs_dtype,
-                 seeds: Sequence[int], device: str | torch.device = "cpu", frame_capacity: int | None = None):
+    def __init__(self, capacity: int, obs_shape: Sequence[int], obs_dtype, population: int,
+                 device: str | torch.device = "cpu", frame_capacity: int | None = None):
         obs_shape = tuple(int(x) for x in obs_shape)
         if len(obs_shape) != 3:
             raise ValueError(f"replay=frames needs stacked frames of shape [stack, height, width], got "
@@ -55,15 +57,15 @@ class FrameReplay:
         if np.dtype(obs_dtype) != np.uint8:
             raise ValueError(f"replay=frames stores uint8 frames, got {np.dtype(obs_dtype)} observations: "
                              "use replay=uniform for this environment")
-        if capacity < 1 or batch_size < 1:
-            raise ValueError(f"replay.capacity and replay.batch_size must be >= 1, got {capacity}, {batch_size}")
-        self.capacity, self.batch_size = int(capacity), int(batch_size)
+        if capacity < 1:
+            raise ValueError(f"replay.capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
         self.stack = obs_shape[0]
         K = self.stack
         self.frame_capacity = int(frame_capacity or self.capacity + self.capacity // 100 + 2 * K)
         if self.frame_capacity < 2 * K + 1:
-            raise ValueError(f"replay.frame_capacity must be >= {2 * K + 1}, got {self.frame_capacity}")
-        self.population = P = len(seeds)
+            raise ValueError(f"replay.storage.frame_capacity must be >= {2 * K + 1}, got {self.frame_capacity}")
+        self.population = P = int(population)
         self.device = torch.device(device)
         C, F = self.capacity, self.frame_capacity
         dev = self.device
@@ -80,7 +82,6 @@ class FrameReplay:
         self.oldest = np.zeros(P, dtype=np.int64)  # oldest usable transition (absolute count)
         self.pending = [None] * P  # after an episode end: the s' stack, to tell a continued game apart
         self.added = 0  # transitions added per member (absolute count)
-        self.rngs = member_rngs(seeds, REPLAY)
         self._rows = np.arange(P)
         self._offsets = np.arange(-K + 1, 2)  # s: offsets[:-1], s': offsets[1:]
         cpu = dev.type == "cpu"
@@ -89,6 +90,10 @@ class FrameReplay:
     def __len__(self) -> int:
         """Usable transitions (the smallest over members)."""
         return int(self.added - self.oldest.max()) if self.added else 0
+
+    def valid(self) -> ValidSlots:
+        """Each member's usable transitions: absolute counts ``oldest .. added - 1``."""
+        return ValidSlots(self.oldest % self.capacity, self.added - self.oldest, self.capacity)
 
     # -- writing -------------------------------------------------------------------------------
     def _write_frames(self, i: int, frames: np.ndarray) -> None:
@@ -109,8 +114,14 @@ class FrameReplay:
         self._write_frames(i, stack[z:])
         self.cursor[i] = self.frames_written[i] - 1
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
-        """Store one transition per member (arrays with the member axis first).
+    def restart_episodes(self) -> None:
+        """The next ``add`` starts a new frame segment for every member (its ``obs`` is stored whole)."""
+        self.cursor[:] = -1
+        self.pending = [None] * self.population
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> np.ndarray:
+        """Store one transition per member (arrays with the member axis first); returns the slot written
+        per member ``[P]``.
 
         ``next_obs`` is the true next observation; ``obs`` of a member that did not end its episode
         at the previous call must be that call's ``next_obs`` (it is not stored again)."""
@@ -125,7 +136,7 @@ class FrameReplay:
             elif self.pending[i] is not None:
                 if not np.array_equal(obs[i], self.pending[i]):
                     self._start_segment(i, obs[i])
-                self.pending[i] = None
+            self.pending[i] = None  # also after a restart: a new segment continues nothing
         slot = self.added % self.capacity
         # s' adds one frame per member, right after the last frame of s.
         pos = (self.cursor + 1) % self.frame_capacity
@@ -149,6 +160,7 @@ class FrameReplay:
         for i in np.flatnonzero(done):
             self.pending[i] = next_obs[i].copy()
         self._drop_overwritten()
+        return np.full(self.population, slot, dtype=np.int64)
 
     _CHECK_FIRST = 64  # transitions whose observations are checked to be stacks of consecutive frames
 
@@ -173,17 +185,7 @@ class FrameReplay:
                     break
                 self.oldest[i] += 1
 
-    # -- sampling ------------------------------------------------------------------------------
-    def sample_indices(self) -> np.ndarray:
-        """``[P, batch_size]`` transition slots, uniform over each member's usable transitions."""
-        if self.added == 0:
-            raise RuntimeError("cannot sample from an empty replay memory")
-        out = np.empty((self.population, self.batch_size), dtype=np.int64)
-        for i, rng in enumerate(self.rngs):
-            n = self.added - self.oldest[i]
-            out[i] = (self.oldest[i] + rng.integers(0, n, self.batch_size)) % self.capacity
-        return out
-
+    # -- reading -------------------------------------------------------------------------------
     def frame_positions(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame store indices ``[P, B, K + 1]`` (``s`` is ``[..., :K]``, ``s'`` is ``[..., 1:]``) and a
         mask of the positions that are zero padding (before the episode segment's first frame)."""
@@ -192,11 +194,9 @@ class FrameReplay:
         pad = pos < self.first[rows, slots][..., None]
         return pos % self.frame_capacity, pad
 
-    def sample(self) -> Batch:
-        return self.gather(self.sample_indices())
-
-    def gather(self, slots: np.ndarray) -> Batch:
-        """The transitions in ``slots`` ``[P, B]`` with their stacks rebuilt (tensors on the device)."""
+    def gather(self, indices: np.ndarray) -> Batch:
+        """The transitions in slots ``indices`` ``[P, B]`` with their stacks rebuilt (tensors on the device)."""
+        slots = np.asarray(indices, dtype=np.int64)
         idx, pad = self.frame_positions(slots)
         rows = self._rows[:, None]
         K = self.stack
@@ -213,7 +213,7 @@ class FrameReplay:
             x = self.frames[rows_t[..., None], idx_t]
             x = x * (~torch.from_numpy(pad).to(dev))[..., None, None]
             a, r, t = (getattr(self, k)[rows_t, slots_t] for k in ("action", "reward", "terminated"))
-        return Batch(obs=x[:, :, :K], action=a, reward=r, next_obs=x[:, :, 1:], terminated=t)
+        return Batch(obs=x[:, :, :K], action=a, reward=r, next_obs=x[:, :, 1:], terminated=t, indices=slots)
 
     # -- checkpointing -------------------------------------------------------------------------
     _TENSORS = ("frames", "action", "reward", "terminated")
@@ -222,8 +222,7 @@ class FrameReplay:
     def state_dict(self) -> dict:
         state = {k: getattr(self, k) for k in self._TENSORS}
         state.update({k: getattr(self, k).copy() for k in self._ARRAYS})
-        state.update(added=self.added, pending=[None if p is None else p.copy() for p in self.pending],
-                     rngs=[rng.bit_generator.state for rng in self.rngs])
+        state.update(added=self.added, pending=[None if p is None else p.copy() for p in self.pending])
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -233,5 +232,13 @@ class FrameReplay:
             getattr(self, k)[...] = state[k]
         self.added = int(state["added"])
         self.pending = [None if p is None else np.array(p) for p in state["pending"]]
-        for rng, s in zip(self.rngs, state["rngs"]):
-            rng.bit_generator.state = s
+
+
+class FrameReplay(Replay):
+    """Uniform replay over stacked frames, each frame stored once: ``Replay`` with ``FrameStorage`` and
+    ``UniformSampler``. Same constructor as ``UniformReplay``, plus ``frame_capacity``."""
+
+    def __init__(self, capacity: int, batch_size: int, obs_shape: Sequence[int], obs_dtype,
+                 seeds: Sequence[int], device: str | torch.device = "cpu", frame_capacity: int | None = None):
+        super().__init__(capacity, batch_size, functools.partial(FrameStorage, frame_capacity=frame_capacity),
+                         UniformSampler, obs_shape, obs_dtype, seeds, device)

@@ -1,8 +1,8 @@
-"""Uniform experience replay with a population axis.
+"""Transition storage with a population axis, and the ``Batch`` every replay returns.
 
-Each of the ``P`` members has its own circular storage and its own sampling generator, so member ``i``
-replays exactly what a solo run with seed ``seed + i`` would replay. Storage lives on the training
-device: a sampled batch needs no host-to-device copy beyond the sampled indices.
+Each of the ``P`` members has its own circular storage, so member ``i`` stores exactly what a solo run
+with seed ``seed + i`` would store. Storage lives on the training device: a gathered batch needs no
+host-to-device copy beyond the sampled indices.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from rlzoo.seeding import REPLAY, member_rngs
+from rlzoo.replay.samplers import ValidSlots
+
 
 class Batch(NamedTuple):
     """A sampled minibatch; every field has shape ``[P, B, ...]``."""
@@ -22,6 +23,8 @@ class Batch(NamedTuple):
     reward: torch.Tensor
     next_obs: torch.Tensor
     terminated: torch.Tensor
+    indices: np.ndarray | None = None  # [P, B] int64 sampled slots (host), for update_priorities
+    weights: torch.Tensor | None = None  # [P, B] float32 importance weights; None: uniform sampling
 
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
@@ -34,37 +37,35 @@ def torch_dtype(dtype) -> torch.dtype:
     return _TORCH_DTYPES.get(np.dtype(dtype), torch.float32)
 
 
-class UniformReplay:
-    """Circular buffer of ``capacity`` transitions per member; ``sample()`` draws ``batch_size``
-    stored transitions per member uniformly with replacement.
+class TransitionStorage:
+    """Circular store of ``capacity`` transitions ``(s, a, r, s', terminated)`` per member.
 
     ``next_obs`` is the true next observation, also when the episode ended there (the environment's
-    final observation, not the first observation of the next episode).
+    final observation, not the first observation of the next episode). Slots ``0 .. len - 1`` are the
+    written ones; once full, every slot is.
     """
 
-    def __init__(self, capacity: int, batch_size: int, obs_shape: Sequence[int], obs_dtype,
-                 seeds: Sequence[int], device: str | torch.device = "cpu"):
+    def __init__(self, capacity: int, obs_shape: Sequence[int], obs_dtype, population: int,
+                 device: str | torch.device = "cpu"):
         if capacity < 1:
             raise ValueError(f"replay.capacity must be >= 1, got {capacity}")
-        if not 1 <= batch_size:
-            raise ValueError(f"replay.batch_size must be >= 1, got {batch_size}")
-        self.capacity, self.batch_size = int(capacity), int(batch_size)
-        self.population = len(seeds)
+        self.capacity = int(capacity)
+        self.population = P = int(population)
         self.device = torch.device(device)
-        P, C = self.population, self.capacity
+        C = self.capacity
         dtype = torch_dtype(obs_dtype)
         self.obs = torch.zeros((P, C, *obs_shape), dtype=dtype, device=self.device)
         self.next_obs = torch.zeros_like(self.obs)
         self.action = torch.zeros((P, C), dtype=torch.int64, device=self.device)
         self.reward = torch.zeros((P, C), dtype=torch.float32, device=self.device)
         self.terminated = torch.zeros((P, C), dtype=torch.float32, device=self.device)
-        self.rngs = member_rngs(seeds, REPLAY)
         self._rows = torch.arange(P, device=self.device).unsqueeze(1)
         # On the CPU, write and gather through numpy views of the same memory (no per-call torch overhead).
         self._np = ({k: getattr(self, k).numpy() for k in self._FIELDS} if self.device.type == "cpu" else None)
         # ... and gather with np.take on the member-major flattened storage: row i * C + slot.
         self._np_flat = ({k: v.reshape(P * C, *v.shape[2:]) for k, v in self._np.items()} if self._np else None)
         self._np_offsets = np.arange(P)[:, None] * C
+        self._start = np.zeros(P, dtype=np.int64)  # valid slots always start at slot 0
         self.pos = 0
         self.size = 0
 
@@ -73,42 +74,43 @@ class UniformReplay:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
-        """Store one transition per member (arrays with the member axis first)."""
+    def valid(self) -> ValidSlots:
+        """Slots ``0 .. size - 1`` for every member."""
+        return ValidSlots(self._start, np.full(self.population, self.size, dtype=np.int64), self.capacity)
+
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> np.ndarray:
+        """Store one transition per member (arrays with the member axis first); returns the slot written
+        per member ``[P]``. ``truncated`` is not needed: ``s'`` is stored whole."""
         for key, value in zip(self._FIELDS, (obs, action, reward, next_obs, terminated)):
             if self._np is not None:
                 self._np[key][:, self.pos] = value
             else:
                 store = getattr(self, key)
                 store[:, self.pos] = torch.as_tensor(np.asarray(value), device=self.device).to(store.dtype)
+        slots = np.full(self.population, self.pos, dtype=np.int64)
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        return slots
 
-    def sample_indices(self) -> np.ndarray:
-        """``[P, batch_size]`` slot indices, uniform over the written slots, one generator per member."""
-        if self.size == 0:
-            raise RuntimeError("cannot sample from an empty replay memory")
-        # floor(u * size) for uniform u in [0, 1): uniform over the slots (to 2**-53), at half the cost of
-        # Generator.integers; the minimum guards the one rounding case where u * size rounds up to size.
-        u = np.stack([rng.random(self.batch_size) for rng in self.rngs])
-        return np.minimum((u * self.size).astype(np.int64), self.size - 1)
-
-    def sample(self) -> Batch:
-        idx = self.sample_indices()
+    def gather(self, indices: np.ndarray) -> Batch:
+        """The transitions stored in slots ``indices`` ``[P, B]`` (member ``i`` reads its own row ``i``)."""
+        indices = np.asarray(indices, dtype=np.int64)
         if self._np is not None:
-            flat = idx + self._np_offsets
-            return Batch(*(torch.from_numpy(self._np_flat[k].take(flat, axis=0)) for k in self._FIELDS))
-        idx = torch.from_numpy(idx).to(self.device)
-        return Batch(*(getattr(self, k)[self._rows, idx] for k in self._FIELDS))
+            flat = indices + self._np_offsets
+            fields = (torch.from_numpy(self._np_flat[k].take(flat, axis=0)) for k in self._FIELDS)
+        else:
+            idx = torch.from_numpy(indices).to(self.device)
+            fields = (getattr(self, k)[self._rows, idx] for k in self._FIELDS)
+        return Batch(*fields, indices=indices)
+
+    def restart_episodes(self) -> None:
+        """Nothing to do: each transition stores its own ``s`` and ``s'``."""
 
     def state_dict(self) -> dict:
         return {"obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
-                "terminated": self.terminated, "pos": self.pos, "size": self.size,
-                "rngs": [rng.bit_generator.state for rng in self.rngs]}
+                "terminated": self.terminated, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("obs", "next_obs", "action", "reward", "terminated"):
-            getattr(self, key).copy_(state[key])
+            getattr(self, key).copy_(torch.as_tensor(state[key]))
         self.pos, self.size = int(state["pos"]), int(state["size"])
-        for rng, s in zip(self.rngs, state["rngs"]):
-            rng.bit_generator.state = s

@@ -1,0 +1,74 @@
+"""Population layers: ``P`` independent layers whose parameters are stacked on a leading member axis.
+
+Member ``i`` draws its initial weights from its own generator (seeded with ``seed + i``), so it starts
+exactly where a solo run with that seed starts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def member_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per member, for parameter initialisation."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+class PopLinear(nn.Module):
+    """``P`` independent linear layers applied with one batched matmul.
+
+    Initialised like ``torch.nn.Linear`` (uniform in ``+-1/sqrt(in_features)``), member by member, and
+    stored in its layout, ``weight[i]`` being ``[out, in]`` (with MKL, a batched matmul against the
+    transposed view is 3x faster than against ``[in, out]`` storage when ``out`` is a handful of actions).
+    """
+
+    def __init__(self, in_features: int, out_features: int, generators: Sequence[torch.Generator]):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.in_features, self.out_features = in_features, out_features
+        # Draw weight then bias for each member from that member's generator.
+        weights, biases = [], []
+        for g in generators:
+            weights.append((torch.rand(out_features, in_features, generator=g) * 2 - 1) * bound)
+            biases.append((torch.rand(out_features, generator=g) * 2 - 1) * bound)
+        self.weight = nn.Parameter(torch.stack(weights))  # [P, out, in]
+        self.bias = nn.Parameter(torch.stack(biases).unsqueeze(1))  # [P, 1, out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [P, B, in] -> [P, B, out]
+        return torch.baddbmm(self.bias, x, self.weight.transpose(1, 2))
+
+
+class PopConv2d(nn.Module):
+    """``P`` independent conv layers applied as one grouped convolution (``groups=P``).
+
+    Works in the grouped layout ``[B, P * C, H, W]``; weights are stored member-first
+    ``[P, out, in, k, k]`` and initialised like ``torch.nn.Conv2d`` (uniform in ``+-1/sqrt(in*k*k)``
+    for weight and bias), member by member from its own generator.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                 generators: Sequence[torch.Generator]):
+        super().__init__()
+        self.population, self.stride = len(generators), int(stride)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        fan_in = in_channels * kernel_size * kernel_size
+        bound = 1.0 / math.sqrt(fan_in)
+        weights, biases = [], []
+        for g in generators:
+            weights.append((torch.rand(out_channels, in_channels, kernel_size, kernel_size, generator=g) * 2 - 1) * bound)
+            biases.append((torch.rand(out_channels, generator=g) * 2 - 1) * bound)
+        self.weight = nn.Parameter(torch.stack(weights))  # [P, out, in, k, k]
+        self.bias = nn.Parameter(torch.stack(biases))  # [P, out]
+
+    def out_size(self, size: int) -> int:
+        return (size - self.kernel_size) // self.stride + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, P*in, H, W] -> [B, P*out, H', W']
+        P, k = self.population, self.kernel_size
+        return F.conv2d(x, self.weight.reshape(P * self.out_channels, self.in_channels, k, k),
+                        self.bias.reshape(-1), stride=self.stride, groups=P)
