@@ -10,7 +10,9 @@ from typing import Any, Callable
 import numpy as np
 
 from rlzoo.guards import check_finite
-from rlzoo.seeding import EXPLORATION, evaluation_seeds, member_rngs
+import dataclasses
+
+from rlzoo.seeding import EXPLORATION, evaluation_seeds, global_rng_state, load_global_rng_state, member_rngs
 
 
 def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: int, need_q: bool = False):
@@ -110,6 +112,15 @@ class LoopState:
         self.ep_rewards = self.ep_rewards or [[] for _ in range(P)]
         self.recent = self.recent or [None] * P
 
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def restart_episodes(self, obs) -> None:
+        """The running episodes start again from ``obs`` (environments whose state could not be restored)."""
+        self.obs = obs
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
+        self.ep_max_q, self.ep_rewards = [[] for _ in range(self.population)], [[] for _ in range(self.population)]
+
 
 def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int, seeds=None):
     """Play ``episodes`` full episodes per member; returns per member a list of (return, length).
@@ -163,6 +174,26 @@ class Run:
     settings: Settings
     device: Any = None
     state: LoopState | None = None  # a resumed run's loop state; run() leaves the final one here
+
+    def state_dict(self) -> dict:
+        """Everything that continues this run exactly (each part serialises itself). The evaluation
+        environments are not in it: every evaluation reseeds them."""
+        return {"agent": self.agent.state_dict(), "replay": self.replay.state_dict(), "envs": self.envs.state_dict(),
+                "loop": self.state.state_dict(), "rng": global_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a freshly built run. Environments that cannot save their state (Atari emulators, MinAtar)
+        start new episodes, seeded with ``seed + step``, and the replay starts new frame segments."""
+        self.agent.load_state_dict(state["agent"])
+        self.replay.load_state_dict(state["replay"])
+        self.state = LoopState(**state["loop"])
+        if self.envs.exact_state:
+            self.envs.load_state_dict(state["envs"])
+        else:
+            obs, _ = self.envs.reset(seed=[int(s) + self.state.step for s in self.seeds])
+            self.state.restart_episodes(obs)
+            self.replay.restart_episodes()
+        load_global_rng_state(state["rng"])
 
     def close(self) -> None:
         self.logger.close()

@@ -6,9 +6,11 @@ stream of that seed, so adding a consumer (or a member) never shifts another one
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 import numpy as np
+import torch
 
 EXPLORATION, REPLAY, EVAL_EXPLORATION, EVAL_ENV = 1, 2, 4, 5
 
@@ -30,3 +32,16 @@ def evaluation_seeds(seeds: Sequence[int], step: int) -> tuple[list[int], list[n
     # 31-bit seeds: ALE's vector environment takes int32
     env_seeds = [int(np.random.SeedSequence([int(s), EVAL_ENV, int(step)]).generate_state(1)[0] >> 1) for s in seeds]
     return env_seeds, [np.random.default_rng([int(s), EVAL_EXPLORATION, int(step)]) for s in seeds]
+
+
+def global_rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def load_global_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -232,9 +232,9 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
              parts.spec.name, len(parts.seeds), parts.seeds, cfg.total_steps, parts.device, out_dir)
     try:
         if resume_from is not None:
-            parts.state, meta = checkpoint.restore(parts, resume_from, out_dir, loop.LoopState)
+            checkpoint.restore(parts, resume_from, out_dir)
             log.info("resumed %s at step %d of %d (environments %s)", out_dir, parts.state.step, cfg.total_steps,
-                     "restored exactly" if meta["env_exact"] else "restarted: their state cannot be saved")
+                     "restored exactly" if parts.envs.exact_state else "restarted: their state cannot be saved")
             ckpt.saved_step = parts.state.step  # a finished run resumed again has nothing to do or rewrite
         ckpt.schedule_after(parts.state.step if parts.state else 0)
         with ckpt.signals():

@@ -102,18 +102,20 @@ def test_stopped_and_killed_runs_resume_to_the_same_rows_and_weights(tmp_path, m
     # The final checkpoint holds the final state.
     final = checkpoint.read(tmp_path / "killed" / checkpoint.FILENAME)
     assert final["step"] == straight.state.step
-    same_weights(straight.agent.state_dict(), checkpoint.from_plain(final["agent"]))
+    same_weights(straight.agent.state_dict(), checkpoint.from_plain(final["run"]["agent"]))
 
 
 def test_checkpoint_holds_every_part_and_time_continues(tmp_path):
     parts = train(make_cfg(*DQN), tmp_path, "dqn")
     payload = checkpoint.read(tmp_path / checkpoint.FILENAME)
-    assert set(payload) >= {"agent", "replay", "loop", "envs", "eval_envs", "rng", "meta"}
-    assert set(payload["agent"]) == {"q_net", "target_net", "optimizer", "lr_scheduler", "updates"}
-    assert payload["agent"]["updates"] == parts.agent.updates
-    state = loop.LoopState(**checkpoint.from_plain(payload["loop"]))
+    assert set(payload) == {"format", "version", "step", "meta", "run"}
+    run = checkpoint.from_plain(payload["run"])
+    assert set(run) == {"agent", "replay", "loop", "envs", "rng"}
+    assert set(run["agent"]) == {"q_net", "target_net", "optimizer", "lr_scheduler", "updates"}
+    assert run["agent"]["updates"] == parts.agent.updates
+    state = loop.LoopState(**run["loop"])
     assert state.step == 1200 and state.explore_rngs[0].bit_generator.state == parts.state.explore_rngs[0].bit_generator.state
-    assert checkpoint.from_plain(payload["envs"])["exact"]
+    assert set(run["envs"]) == {"state", "elapsed", "rngs"}  # CartPole's own state_dict
     assert state.clock > 0  # a resumed run's time column continues from here
 
 
@@ -174,7 +176,7 @@ def test_sigterm_to_the_cli_checkpoints_and_the_resumed_run_equals_a_straight_on
     straight = train(make_cfg(*args, "checkpoint_every=0"), tmp_path / "straight", "dqn")
     same_results(tmp_path / "straight", run_dir)
     final = checkpoint.read(run_dir / checkpoint.FILENAME)
-    same_weights(straight.agent.state_dict(), checkpoint.from_plain(final["agent"]))
+    same_weights(straight.agent.state_dict(), checkpoint.from_plain(final["run"]["agent"]))
 
 
 def test_an_env_whose_state_cannot_be_saved_restarts_its_episodes_on_resume(tmp_path, signal_at):
@@ -187,7 +189,7 @@ def test_an_env_whose_state_cannot_be_saved_restarts_its_episodes_on_resume(tmp_
         train(make_cfg(*args), tmp_path, "dqn")
     disarm()
     before = read_rows(tmp_path / "metrics.csv")
-    assert not checkpoint.from_plain(checkpoint.read(tmp_path / checkpoint.FILENAME)["envs"])["exact"]
+    assert checkpoint.from_plain(checkpoint.read(tmp_path / checkpoint.FILENAME)["run"]["envs"]) == {}
     parts = train(make_cfg(*args, "resume=true"), tmp_path, "dqn")
     after = read_rows(tmp_path / "metrics.csv")
     assert after[:len(before)] == before

@@ -77,7 +77,7 @@ def fill_both(traj, steps, capacity, frame_capacity=None, seeds=None):
 
 
 def usable_slots(replay: FrameReplay, member: int) -> np.ndarray:
-    return np.arange(replay.oldest[member], replay.added) % replay.capacity
+    return np.arange(replay.storage.oldest[member], replay.storage.added) % replay.capacity
 
 
 def assert_same_as_naive(frames: FrameReplay, naive: UniformReplay):
@@ -87,7 +87,7 @@ def assert_same_as_naive(frames: FrameReplay, naive: UniformReplay):
         rebuilt = frames.storage.gather(np.tile(slots, (frames.population, 1)))
         for field in ("obs", "next_obs", "action", "reward", "terminated"):
             got = getattr(rebuilt, field)[i].numpy()
-            want = getattr(naive, field)[i, slots].numpy()
+            want = getattr(naive.storage, field)[i, slots].numpy()
             np.testing.assert_array_equal(got, want, err_msg=f"member {i} field {field}")
 
 
@@ -103,11 +103,11 @@ def test_stacks_equal_naive_buffer_on_recorded_trajectory(pad, lives):
 def test_wraparound_keeps_the_most_recent_transitions_exactly():
     traj = StackedTrajectory(np.random.default_rng(1), population=2, mean_len=40, lives=2)
     frames, naive = fill_both(traj, steps=1000, capacity=150)  # the transition ring wraps 6 times
-    assert frames.added == 1000
+    assert frames.storage.added == 1000
     # episodes of ~40 steps use about L + 1 frames each; the default frame store (150 + 1 + 8) holds
     # almost all of the last 150 transitions, and exactly those that are usable are sampled
     assert 140 <= len(frames) <= 150
-    assert (frames.oldest >= 1000 - 150).all()
+    assert (frames.storage.oldest >= 1000 - 150).all()
     assert_same_as_naive(frames, naive)
 
 
@@ -125,8 +125,8 @@ def test_short_episodes_in_a_small_frame_store_drop_the_oldest_transitions_not_c
     for _ in range(20):
         idx = frames.sample_indices()
         for i in range(2):
-            age = (frames.added - 1 - idx[i]) % frames.capacity  # 0 = newest
-            assert (age < frames.added - frames.oldest[i]).all()
+            age = (frames.storage.added - 1 - idx[i]) % frames.capacity  # 0 = newest
+            assert (age < frames.storage.added - frames.storage.oldest[i]).all()
 
 
 def test_no_sampled_stack_crosses_an_episode_start():
@@ -172,7 +172,7 @@ def test_batch_carries_the_sampled_slots():
         assert b.indices.shape == (2, 8) and b.indices.dtype == np.int64 and b.weights is None
         for i in range(2):
             for field in ("obs", "next_obs", "action", "reward", "terminated"):
-                want = getattr(naive, field)[i, b.indices[i]]
+                want = getattr(naive.storage, field)[i, b.indices[i]]
                 np.testing.assert_array_equal(getattr(b, field)[i].numpy(), want.numpy())
         frames.update_priorities(b.indices, torch.ones(2, 8))  # accepted; uniform sampling ignores it
 
@@ -214,8 +214,8 @@ def test_state_dict_round_trip_gives_the_same_future_samples():
 
 def test_memory_per_transition_fits_a_million_atari_transitions_in_7_5_gib():
     r = FrameReplay(20_000, 32, (4, 84, 84), np.uint8, [0])
-    nbytes = sum(t.numel() * t.element_size() for t in (r.frames, r.action, r.reward, r.terminated))
-    nbytes += r.last.nbytes + r.first.nbytes
+    nbytes = sum(t.numel() * t.element_size() for t in (r.storage.frames, r.storage.action, r.storage.reward, r.storage.terminated))
+    nbytes += r.storage.last.nbytes + r.storage.first.nbytes
     per_transition = nbytes / r.capacity
     assert per_transition * 1_000_000 <= 7.5 * 2**30
     assert per_transition < 84 * 84 * 1.02 + 40  # one frame plus bookkeeping

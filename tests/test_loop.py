@@ -17,7 +17,7 @@ def test_truncation_bootstraps_and_final_obs_is_stored(cfg_factory, tmp_path):
     cfg = cfg_factory("agent=qtable", "env=chain", "env.max_episode_steps=6", "buffer_size=600", "batch_size=1",
                       "total_steps=600", "eps_start=1.0", "eps_end=1.0", "eval_every=0", "progress=false")
     parts = train(cfg, tmp_path, "qtable", progress=False)
-    r = parts.replay
+    r = parts.replay.storage
     obs, nxt = r.obs[0].numpy(), r.next_obs[0].numpy()
     term, rew = r.terminated[0].numpy(), r.reward[0].numpy()
     # terminal flag exactly where the goal was reached; truncated steps are stored as non-terminal
@@ -46,7 +46,7 @@ def test_population_member_equals_solo_run(cfg_factory, tmp_path):
     solo = run_dqn(cfg_factory, tmp_path / "solo", seed=6, n_seeds=1)
     # same transitions (observations, actions, rewards, terminal flags) in the same order
     for key in ("obs", "action", "reward", "next_obs", "terminated"):
-        assert torch.equal(getattr(pop.replay, key)[1], getattr(solo.replay, key)[0]), key
+        assert torch.equal(getattr(pop.replay.storage, key)[1], getattr(solo.replay.storage, key)[0]), key
     # same episodes and evaluation returns
     rows_pop = [r for r in read_rows(tmp_path / "pop" / "returns.csv", drop=("time", "q_estimate", "mc_return", "agent"))
                 if r["seed"] == "6"]
@@ -60,7 +60,7 @@ def test_population_member_equals_solo_run(cfg_factory, tmp_path):
     for p_pop, p_solo in zip(pop.agent.q_net.parameters(), solo.agent.q_net.parameters()):
         assert torch.equal(p_pop[1], p_solo[0])
     # and the other members really are different agents
-    assert not torch.equal(pop.replay.action[0], pop.replay.action[1])
+    assert not torch.equal(pop.replay.storage.action[0], pop.replay.storage.action[1])
 
 
 def test_same_seed_same_numbers(cfg_factory, tmp_path):

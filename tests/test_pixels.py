@@ -115,7 +115,7 @@ def test_loop_logs_whole_games_with_episodic_life(cfg_factory, tmp_path):
                       "eval_every=0", "log_q_estimates=false", "progress=false", "device=cpu")
     parts = train(cfg, tmp_path, "dqn", progress=False)
     returns = pd.read_csv(tmp_path / "returns.csv")
-    terminals = int(parts.replay.terminated.sum())
+    terminals = int(parts.replay.storage.terminated.sum())
     assert len(returns) >= 1
     assert terminals >= 5 * len(returns)  # each logged game had 5 lives, each loss a learner terminal
     assert returns.length.min() > 60  # whole games, not single lives
@@ -236,6 +236,8 @@ def test_frame_replay_on_cuda_matches_cpu():
         for r in (cpu, gpu):
             r.add(obs, rng.integers(0, 4, 2) * 0, np.ones(2), nxt, done, np.zeros(2, bool))
         obs = np.where(done[:, None, None, None], np.concatenate([np.zeros((2, 3, 8, 8), np.uint8), nxt[:, -1:]], 1), nxt)
-    assert gpu.frames.is_cuda
-    for x, y in zip(cpu.sample(), gpu.sample()):
+    assert gpu.storage.frames.is_cuda
+    a, b = cpu.sample(), gpu.sample()
+    assert np.array_equal(a.indices, b.indices) and a.weights is None and b.weights is None
+    for x, y in zip(a[:5], b[:5]):
         torch.testing.assert_close(x, y.cpu())

@@ -4,20 +4,18 @@ executing code; resuming a run; stopping cleanly on SIGINT/SIGTERM.
 ``<run dir>/checkpoint.pt`` is a ``torch.save`` archive that holds only tensors, plain containers, numbers and
 strings, and is read with ``torch.load(weights_only=True)``: a crafted pickle that would run code is refused.
 numpy arrays travel as tensors (tagged ``__ndarray__``), numpy generators as their bit-generator state
-(tagged ``__bitgen__``). It holds the online and target networks, the optimizer, the replay memory, the loop
-state (step, running episodes, exploration generators, last learner metrics), the environments, the global
-Python/numpy/torch generators, and the byte length and CRC of each CSV file at that step.
+(tagged ``__bitgen__``). It holds what the run's ``state_dict()`` returns (each part serialises itself: agent,
+replay, environments, loop state, global generators), the config it was written with, and the byte length and
+CRC of each CSV file at that step. This module knows no part's internals.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
 import pickle
-import random
 import signal
 import sys
 import time
@@ -35,7 +33,7 @@ from rlzoo.errors import ConfigError
 from rlzoo.io.tables import TABLES
 
 FILENAME = "checkpoint.pt"
-FORMAT, VERSION = "rlzoo-checkpoint", 3  # 2: PopLinear weights stored [P, out, in]; 3: no evaluation generators
+FORMAT, VERSION = "rlzoo-checkpoint", 4  # 4: the run's own state_dict() under "run"
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
 RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "fast_path",
                      "nan_check")
@@ -115,19 +113,6 @@ def generator_from_state(state: dict) -> np.random.Generator:
     rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
     rng.bit_generator.state = state
     return rng
-
-
-def global_rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def load_global_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(tuple(state["numpy"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # -- CSV positions -------------------------------------------------------------------------------------
@@ -285,11 +270,11 @@ class Checkpointer:
     """Called by the loop when ``state.step >= next_at``: every ``every`` steps, or at the end of the step
     in which SIGINT/SIGTERM arrived (then ``stop_requested`` tells the loop to stop)."""
 
-    def __init__(self, out_dir, every: int, parts: dict, config: dict, overrides=()):
+    def __init__(self, out_dir, every: int, run, config: dict, overrides=()):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / FILENAME
         self.every = int(every)
-        self.parts, self.config, self.overrides = parts, config, list(overrides)
+        self.run, self.config, self.overrides = run, config, list(overrides)  # run: anything with state_dict()
         self.next_at = math.inf
         self.signum = None
         self.saved_step, self.seconds, self.bytes = None, 0.0, 0
@@ -302,17 +287,12 @@ class Checkpointer:
         return self.signum is not None
 
     def save(self, state) -> None:
+        """Write the run's ``state_dict()`` with the CSVs' lengths and checksums at this step."""
         t = time.perf_counter()
-        p = self.parts
-        envs = {"exact": bool(p.envs.exact_state), "state": p.envs.state_dict()}
-        eval_envs = {"exact": bool(p.eval_envs.exact_state), "state": p.eval_envs.state_dict()}
-        meta = {"config": self.config, "overrides": self.overrides, "seeds": list(p.seeds),
-                "csv": csv_positions(self.out_dir), "clock": float(state.clock), "env_exact": envs["exact"]}
+        meta = {"config": self.config, "overrides": self.overrides, "csv": csv_positions(self.out_dir),
+                "clock": float(state.clock)}
         payload = {"format": FORMAT, "version": VERSION, "step": int(state.step), "meta": json.dumps(meta),
-                   "agent": to_plain(p.agent.state_dict()), "replay": to_plain(p.replay.state_dict()),
-                   "loop": to_plain({f.name: getattr(state, f.name) for f in dataclasses.fields(state)}),
-                   "envs": to_plain(envs), "eval_envs": to_plain(eval_envs),
-                   "rng": to_plain(global_rng_state())}
+                   "run": to_plain(self.run.state_dict())}
         self.bytes = write_atomic(payload, self.path)
         self.saved_step, self.seconds = int(state.step), time.perf_counter() - t
         self.schedule_after(state.step)
@@ -345,34 +325,16 @@ class Checkpointer:
                 signal.signal(sig, handler)
 
 
-def restore(parts: dict, payload: dict, out_dir, loop_state_cls):
-    """Load a checkpoint into freshly built parts; cut the CSVs back to the checkpoint.
-    Returns the loop state."""
+def restore(run, payload: dict, out_dir) -> None:
+    """Load a checkpoint into a freshly built run (``run.load_state_dict``) and cut the CSVs back to the
+    checkpoint: rows written after it are written again."""
     out_dir = Path(out_dir)
-    meta = json.loads(payload["meta"])
-    step = int(payload["step"])
     try:
-        parts.agent.load_state_dict(from_plain(payload["agent"]))
-        parts.replay.load_state_dict(from_plain(payload["replay"]))
-        state = loop_state_cls(**from_plain(payload["loop"]))
-        for key in ("envs", "eval_envs"):
-            env = from_plain(payload[key])
-            if env["exact"]:
-                getattr(parts, key).load_state_dict(env["state"])
-            elif key == "envs":  # restart the running episodes (documented as not exact)
-                state.obs, _ = getattr(parts, key).reset(seed=[int(s) + step for s in parts.seeds])
-                P = state.population
-                state.ep_return[:], state.ep_length[:] = 0.0, 0
-                state.ep_max_q, state.ep_rewards = [[] for _ in range(P)], [[] for _ in range(P)]
-                if hasattr(parts.replay, "cursor"):  # FrameReplay: start new frame segments
-                    parts.replay.cursor[:] = -1
-                    parts.replay.pending = [None] * P
-        load_global_rng_state(from_plain(payload["rng"]))
+        run.load_state_dict(from_plain(payload["run"]))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"the checkpoint in {out_dir} does not fit this run ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:160] if str(e) else ''}): start a new run instead") from None
-    truncate_csvs(out_dir, meta["csv"])
-    return state, meta
+    truncate_csvs(out_dir, json.loads(payload["meta"])["csv"])
 
 
 # -- the run directory, before Hydra writes to it ------------------------------------------------------------

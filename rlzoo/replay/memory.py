@@ -47,13 +47,6 @@ class Replay:
         """Transitions that can be sampled (the smallest number over members)."""
         return len(self.storage)
 
-    def __getattr__(self, name: str):
-        # Read access to the storage's arrays (replay.obs, replay.frames, ...) for inspection and tests.
-        storage = self.__dict__.get("storage")
-        if storage is None or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(storage, name)
-
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
         """Store one transition per member (arrays with the member axis first); ``next_obs`` is the true
         next observation, also at the end of an episode."""
