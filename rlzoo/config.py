@@ -90,7 +90,7 @@ def numeric_ranges() -> dict[str, dict]:
             if f.name in SETTINGS and SETTINGS[f.name][0] in (int, float)}
 
 
-_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a single word or text"}
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
 def _shown(value) -> str:
@@ -113,5 +113,5 @@ def type_error(error: BaseException) -> Optional[str]:
     expected = _KINDS.get(kind, kind.__name__) + (" or null" if nullable else "")
     if kind is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
         # 1e6 and 1000000.0 are floats to Hydra's parser
-        return f"{key} must be {expected} written with digits only, e.g. {key}={int(value)}, got {_shown(value)}"
+        return f"{key} must be {expected} written in digits, e.g. {key}={int(value)}, got the decimal number {value!r}"
     return f"{key} must be {expected}, got {_shown(value)}"

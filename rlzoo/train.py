@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -13,12 +14,14 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 from threadpoolctl import threadpool_limits
 
 from rlzoo import loop
+from rlzoo import config as rlzoo_config  # registers the schema of conf/config.yaml
 from rlzoo.io import checkpoint
 from rlzoo.agents.tabular import Discretizer
 from rlzoo.envs import num_states_for_table
@@ -34,11 +37,14 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def _num(cfg: DictConfig, key: str, *, integer: bool = False, low=None, high=None, low_open: bool = False):
-    """Read a numeric top-level key and check its range, with an error that names the key."""
+    """Read a numeric key and check it is finite and in range, with an error that names the key. A group's keys
+    have no schema (their components check their own arguments), so their type is checked here too."""
     value = OmegaConf.select(cfg, key)
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
         raise ConfigError(f"{key} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
     value = int(value) if integer else float(value)
     if low is not None and (value <= low if low_open else value < low):
         raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}, got {value}")
@@ -48,48 +54,34 @@ def _num(cfg: DictConfig, key: str, *, integer: bool = False, low=None, high=Non
 
 
 def validate(cfg: DictConfig) -> None:
-    """Fail before training, with one sentence, on values that cannot work."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    """Fail before training, with one sentence, on values that cannot work. Hydra has checked each top-level
+    value's type against ``rlzoo.config.RunConfig`` while composing; these are the checks a type cannot express
+    (ranges, finite floats, the choices of a text key) and the ones that span keys."""
+    try:  # reads every value: an interpolation (e.g. ${oc.env:SEED}) is resolved and its result's type checked
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except ValidationError as e:
+        raise ConfigError(rlzoo_config.type_error(e) or str(e).splitlines()[0]) from None
     if missing:
         example = " (e.g. env=gym env.id=Acrobot-v1)" if "env.id" in missing else ""
         raise ConfigError(f"{', '.join(missing)} must be given a value on the command line{example}")
+    for key, bounds in rlzoo_config.numeric_ranges().items():
+        if cfg[key] is not None:
+            _num(cfg, key, **bounds)
+    if cfg.learning_starts > cfg.total_steps:
+        raise ConfigError(f"learning_starts={cfg.learning_starts} is larger than total_steps={cfg.total_steps}: the "
+                          "agent would never learn. Lower learning_starts or raise total_steps")
+    if cfg.lr_end is not None:
+        _num(cfg, "lr_end", high=cfg.lr)
+    if cfg.loss not in ("huber", "mse"):
+        raise ConfigError(f"loss must be 'huber' or 'mse', got {cfg.loss!r}")
+    resolve_device(cfg.device)
     if OmegaConf.select(cfg, "env.max_episode_steps") is not None:
         _num(cfg, "env.max_episode_steps", integer=True, low=1)
-    _num(cfg, "seed", integer=True, low=0)
-    _num(cfg, "n_seeds", integer=True, low=1)
-    total = _num(cfg, "total_steps", integer=True, low=1)
-    starts = _num(cfg, "learning_starts", integer=True, low=1)
-    if starts > total:
-        raise ConfigError(f"learning_starts={starts} is larger than total_steps={total}: the agent would never "
-                          "learn. Lower learning_starts or raise total_steps")
-    _num(cfg, "train_freq", integer=True, low=1)
-    lr = _num(cfg, "lr", low=0, low_open=True)
-    if cfg.get("lr_end") is not None:
-        _num(cfg, "lr_end", low=0, high=lr)
-    _num(cfg, "gamma", low=0, high=1)
-    if cfg.get("eps_decay_steps") is not None:
-        _num(cfg, "eps_decay_steps", integer=True, low=0)
-    for key in ("eps_start", "eps_end", "eps_decay_fraction", "eval_epsilon"):
-        _num(cfg, key, low=0, high=1)
-    _num(cfg, "eval_every", integer=True, low=0)
-    _num(cfg, "eval_episodes", integer=True, low=1)
-    _num(cfg, "log_every", integer=True, low=1)
     batch = _num(cfg, "replay.batch_size", integer=True, low=1)
     capacity = _num(cfg, "replay.capacity", integer=True, low=1)
     if batch > capacity:
         raise ConfigError(f"replay.batch_size={batch} is larger than replay.capacity={capacity}: "
                           "raise replay.capacity or lower batch_size")
-    if cfg.get("max_grad_norm") is not None:
-        _num(cfg, "max_grad_norm", low=0)
-    _num(cfg, "checkpoint_every", integer=True, low=0)
-    _num(cfg, "threads", integer=True, low=0)
-    _num(cfg, "gradient_steps", integer=True, low=1)
-    for key in ("resume", "nan_check", "fast_path"):
-        if not isinstance(cfg.get(key), bool):
-            raise ConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
-    if cfg.get("loss") not in ("huber", "mse"):
-        raise ConfigError(f"loss must be 'huber' or 'mse', got {cfg.get('loss')!r}")
-    resolve_device(cfg.device)
 
 
 def make(config, **kwargs):
@@ -257,8 +249,11 @@ def resume_hint(overrides, out_dir) -> str:
     return f"python -m rlzoo {kept + ' ' if kept else ''}hydra.run.dir={out_dir} resume=true"
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> None:
+_FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read at import: ``main`` sets the variable for Hydra
+
+
+def _run(cfg: DictConfig) -> None:
+    """One run, as Hydra calls it (once per job in a sweep): a config error or a stop signal ends it with one line."""
     hc = HydraConfig.get()
     try:
         train(cfg, out_dir=hc.runtime.output_dir, agent_name=hc.runtime.choices.get("agent", "agent"),
@@ -267,7 +262,42 @@ def main(cfg: DictConfig) -> None:
         print(f"rlzoo: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except ConfigError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if _FULL_ERROR:
             raise
         print(f"rlzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_run)
+
+
+def main() -> None:
+    """``python -m rlzoo``: Hydra composes conf/config.yaml with the command line, checking each top-level value's
+    type against ``rlzoo.config.RunConfig``, then calls ``_run``. A type error is raised while composing, before
+    ``_run``, where Hydra would print it over several lines with exit code 1; here it gets the one line and exit
+    code 2 of every other config error. Hydra lets its exceptions through only with HYDRA_FULL_ERROR=1, so that is
+    set for the call; the user's own setting (``_FULL_ERROR``) still decides between one line and a traceback."""
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _hydra_main()
+    except Exception as e:
+        if _FULL_ERROR:
+            raise
+        # A sweep's worker process re-raises a ConfigError (it reads HYDRA_FULL_ERROR=1 at import).
+        message = str(e) if isinstance(e, ConfigError) else rlzoo_config.type_error(e)
+        if message is not None:
+            print(f"rlzoo: error: {message}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(e, CompactHydraException):  # e.g. an unknown group option: Hydra's message, as Hydra prints it
+            print(e, file=sys.stderr)
+            if isinstance(e.__cause__, OmegaConfBaseException):
+                print(e.__cause__, file=sys.stderr)
+            print("\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+            sys.exit(1)
+        raise
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous

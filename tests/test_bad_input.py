@@ -3,6 +3,8 @@ traceback, and leaves every existing result file as it was.
 
 True command-line checks (``python -m rlzoo`` in a subprocess, about 5 s each) cover one input of each
 kind; the rest go through ``train()`` in-process, which is the same code path below Hydra's own parsing.
+A value of the wrong type is refused while Hydra composes (the schema, rlzoo.config.RunConfig): in-process,
+``compose`` reports it as the command line does.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
+from rlzoo.config import type_error
 from rlzoo.io import checkpoint
 from rlzoo.errors import ConfigError
 from rlzoo.train import train
@@ -162,12 +166,24 @@ def test_cli_existing_run(finished_run, tmp_path, damage, overrides, words):
 
 
 # -- the same checks in-process -------------------------------------------------------------------------------
+def compose(*overrides: str):
+    """The composed config; a value of the wrong type raises the ConfigError whose message ``python -m rlzoo``
+    prints (``rlzoo.train.main`` turns Hydra's composition error into the same sentence)."""
+    try:
+        return make_cfg(*overrides)
+    except ConfigCompositionException as e:
+        message = type_error(e)
+        if message is None:
+            raise
+        raise ConfigError(message) from e
+
+
 IN_PROCESS = [
     # negative or zero sizes
     (["n_seeds=0"], "n_seeds must be >= 1"),
     (["total_steps=-5"], "total_steps must be >= 1"),
-    (["buffer_size=0"], "replay.capacity must be >= 1"),
-    (["batch_size=0"], "replay.batch_size must be >= 1"),
+    (["buffer_size=0"], "buffer_size must be >= 1, got 0"),
+    (["batch_size=0"], "batch_size must be >= 1, got 0"),
     (["learning_starts=0"], "learning_starts must be >= 1"),
     (["train_freq=0"], "train_freq must be >= 1"),
     (["log_every=-1"], "log_every must be >= 1"),
@@ -176,13 +192,16 @@ IN_PROCESS = [
     (["target_sync.every=0"], "target_sync.every must be >= 1"),
     (["env.max_episode_steps=0"], "env.max_episode_steps must be >= 1"),
     # wrong types and out-of-range values
-    (["n_seeds=1.5"], "n_seeds must be a whole number"),
-    (["lr=fast"], "lr must be a number"),
+    (["n_seeds=1.5"], "n_seeds must be a whole number, got 1.5"),
+    (["total_steps=1e6"], "total_steps must be a whole number written in digits, e.g. total_steps=1000000"),
+    (["lr=fast"], "lr must be a number, got 'fast'"),
+    (["lr=nan"], "lr must be a finite number, got nan"),
+    (["gamma=inf"], "gamma must be a finite number, got inf"),
     (["gamma=1.5"], "gamma must be <= 1"),
     (["eps_start=2"], "eps_start must be <= 1"),
-    (["resume=yes"], "resume must be true or false"),
-    (["nan_check=2"], "nan_check must be true or false"),
-    (["fast_path=1"], "fast_path must be true or false"),
+    (["resume=maybe"], "resume must be true or false, got 'maybe'"),  # yes/no, on/off, 1/0 are read as booleans
+    (["nan_check=0.5"], "nan_check must be true or false, got 0.5"),
+    (["fast_path=[true]"], "fast_path must be true or false, got [True]"),
     (["threads=-1"], "threads must be >= 0"),
     (["loss=l1"], "loss must be 'huber' or 'mse'"),
     (["device=tpu"], "device must be"),
@@ -201,7 +220,7 @@ IN_PROCESS = [
 @pytest.mark.parametrize("overrides,message", IN_PROCESS, ids=[" ".join(o) for o, _ in IN_PROCESS])
 def test_bad_value_in_process(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
-        train(make_cfg(*RUN, *overrides), tmp_path, "x")
+        train(compose(*RUN, *overrides), tmp_path, "x")
     assert message.lower() in str(err.value).lower() and "\n" not in str(err.value)
     assert not any((tmp_path / name).exists() for name in RESULT_FILES)
 

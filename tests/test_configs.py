@@ -1,14 +1,20 @@
 """Every shipped agent x environment composes from the real configs and trains a few hundred steps;
 values that cannot work fail before training with a ConfigError that says what to do."""
 
+import dataclasses
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
+from rlzoo.config import SETTINGS, RunConfig, type_error
 from rlzoo.errors import ConfigError
-from rlzoo.train import build, train
+from rlzoo.train import CONF_DIR, build, train, validate
 
 AGENTS = ["qtable", "dqn", "double_dqn", "dueling_dqn", "dueling_double_dqn"]
 ENVS = [["env=cartpole"], ["env=frozenlake"], ["env=cliffwalking"], ["env=taxi"], ["env=chain"],
@@ -51,7 +57,7 @@ def test_variants_differ_only_in_their_component(cfg_factory):
     (["batch_size=512", "buffer_size=100"], "larger than replay.capacity"),
     (["learning_starts=5000", "total_steps=1000"], "larger than total_steps"),
     (["gamma=1.5"], "gamma must be <= 1"),
-    (["lr=fast"], "lr must be a number"),
+    (["lr=nan"], "lr must be a finite number"),  # a wrong type (lr=fast) stops earlier, while composing: below
     (["loss=l3"], "loss must be 'huber' or 'mse'"),
     (["env=gym", "env.id=Pendulum-v1"], "need discrete actions"),
     (["env=gym", "env.id=NoSuchEnv-v0"], "gymnasium cannot make 'NoSuchEnv-v0'"),
@@ -78,3 +84,61 @@ def test_cli_reports_one_line_and_lists_choices(tmp_path):
     assert "Traceback" not in unknown.stderr
     for choice in ("dqn", "double_dqn", "dueling_dqn", "qtable"):
         assert choice in unknown.stderr
+
+
+GROUP_OPTIONS = sorted(f"{p.parent.name}={p.stem}" for p in Path(CONF_DIR).glob("*/*.yaml") if p.parent.name != "experiment")
+EXPERIMENTS = sorted(f"+experiment={p.stem}" for p in Path(CONF_DIR).glob("experiment/*.yaml"))
+
+
+@pytest.mark.parametrize("option", GROUP_OPTIONS + EXPERIMENTS)
+def test_every_group_option_composes_with_the_schema(cfg_factory, option):
+    """Each option and experiment fits the schema: every top-level value set, of its type, and valid."""
+    cfg = cfg_factory(option, *(["env.id=Acrobot-v1"] if option == "env=gym" else []))
+    assert OmegaConf.get_type(cfg) is RunConfig
+    assert not OmegaConf.missing_keys(cfg)
+    for key, (kind, nullable) in SETTINGS.items():
+        assert type(cfg[key]) is kind or (nullable and cfg[key] is None), (key, cfg[key])
+    validate(cfg)
+
+
+def test_schema_types_the_values_of_config_yaml(cfg_factory):
+    cfg = cfg_factory("gamma=1", "seed=7", "resume=false")
+    assert cfg.gamma == 1.0 and isinstance(cfg.gamma, float)  # an int given for a float becomes a float
+    assert isinstance(cfg.seed, int) and cfg.resume is False
+    yaml_keys = set(OmegaConf.load(Path(CONF_DIR) / "config.yaml")) - {"defaults", "hydra"}
+    groups = {"agent", "env", "network", "replay", "target_sync", "optimizer"}
+    assert yaml_keys | groups == {f.name for f in dataclasses.fields(RunConfig)}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed must be a whole number, got 'abc'"),
+    ("n_seeds=2.5", "n_seeds must be a whole number, got 2.5"),
+    ("lr=fast", "lr must be a number, got 'fast'"),
+    ("lr_end=slow", "lr_end must be a number or null, got 'slow'"),
+    ("resume=maybe", "resume must be true or false, got 'maybe'"),
+    ("seed=null", "seed must be a whole number, got null"),
+    ("loss=[huber]", "loss must be text, got ['huber']"),
+])
+def test_wrong_type_fails_while_composing_with_one_sentence(cfg_factory, override, message):
+    with pytest.raises(ConfigCompositionException) as err:
+        cfg_factory(override)
+    assert type_error(err.value) == message
+
+
+def test_wrong_type_behind_an_interpolation_fails_in_validate(cfg_factory, monkeypatch):
+    monkeypatch.setenv("RLZOO_TEST_SEED", "abc")
+    cfg = cfg_factory("seed=${oc.env:RLZOO_TEST_SEED}")
+    with pytest.raises(ConfigError, match="^seed must be a whole number, got 'abc'$"):
+        validate(cfg)
+
+
+def test_cli_wrong_type_is_one_line_and_full_error_shows_the_traceback(tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    bad = subprocess.run([sys.executable, "-m", "rlzoo", "seed=abc", f"hydra.run.dir={tmp_path}/r"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "rlzoo: error: seed must be a whole number, got 'abc'"
+    full = subprocess.run([sys.executable, "-m", "rlzoo", "seed=abc", f"hydra.run.dir={tmp_path}/f"],
+                          capture_output=True, text=True, env={**env, "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr and "ValidationError" in full.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "f").exists()

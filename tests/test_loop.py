@@ -124,3 +124,21 @@ def test_value_estimate_uses_only_states_far_from_a_time_limit_cut():
     assert out["q_estimate"] == 9.0 and out["mc_return"] == pytest.approx(sum(0.5 ** k for k in range(8)))
     out = value_estimate_vs_return([1.0] * 7, [1.0] * 7, 0.5, cut=True)
     assert np.isnan(out["q_estimate"]) and np.isnan(out["mc_return"])
+
+
+def test_gradient_steps_and_the_learning_rate_schedule(cfg_factory, tmp_path):
+    """``gradient_steps=k`` makes k updates at every ``train_freq``-th step; with ``lr_end`` the learning rate
+    falls linearly from ``lr`` and is ``lr_end`` after the run's last update."""
+    args = ("n_seeds=2", "total_steps=400", "learning_starts=100", "eval_every=0", "log_every=100", "progress=false",
+            "checkpoint_every=0", "batch_size=8", "lr=0.001")
+    burst = train(cfg_factory(*args, "train_freq=8", "gradient_steps=4", "lr_end=0.0002"), tmp_path / "burst", "dqn")
+    assert burst.agent.updates == 4 * (400 // 8 - 99 // 8)  # steps 104, 112, ..., 400
+    assert burst.agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.0002)
+    rows = pd.read_csv(tmp_path / "burst" / "metrics.csv")
+    # updates at steps 104, 112, ...: 0 by step 100, then 4 for each multiple of 8 up to the row's step
+    assert rows.groupby("step")["updates"].first().to_dict() == {100: 0, 200: 4 * 13, 300: 4 * 25, 400: 4 * 38}
+    constant = train(cfg_factory(*args, "train_freq=2", "lr_end=null"), tmp_path / "constant", "dqn")
+    assert constant.agent.updates == 400 // 2 - 99 // 2
+    assert constant.agent.optimizer.param_groups[0]["lr"] == 0.001
+    decayed = train(cfg_factory(*args, "train_freq=2", "lr_end=0.0"), tmp_path / "decayed", "dqn")
+    assert decayed.agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
