@@ -36,7 +36,7 @@ class RunConfig:
     seed: int = _setting(low=0)
     n_seeds: int = _setting(low=1)
     total_steps: int = _setting(low=1)
-    learning_starts: int = _setting(low=1)  # and <= total_steps
+    learning_starts: int = _setting(low=0)  # and <= total_steps; 0: learn from the first train_freq-th step
     train_freq: int = _setting(low=1)
     gradient_steps: int = _setting(low=1)
     gamma: float = _setting(low=0, high=1)

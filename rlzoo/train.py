@@ -146,8 +146,9 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
 
 
 def num_updates(total_steps: int, learning_starts: int, train_freq: int) -> int:
-    """Learner updates in a run: one at every step ``t >= learning_starts`` with ``t % train_freq == 0``."""
-    return total_steps // train_freq - (learning_starts - 1) // train_freq
+    """Learner steps in a run: one at every step ``1 <= t <= total_steps`` with ``t >= learning_starts`` and
+    ``t % train_freq == 0``."""
+    return total_steps // train_freq - max(learning_starts - 1, 0) // train_freq
 
 
 def lr_scheduler(cfg: DictConfig):

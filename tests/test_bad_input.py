@@ -184,7 +184,7 @@ IN_PROCESS = [
     (["total_steps=-5"], "total_steps must be >= 1"),
     (["buffer_size=0"], "buffer_size must be >= 1, got 0"),
     (["batch_size=0"], "batch_size must be >= 1, got 0"),
-    (["learning_starts=0"], "learning_starts must be >= 1"),
+    (["learning_starts=-1"], "learning_starts must be >= 0"),
     (["train_freq=0"], "train_freq must be >= 1"),
     (["log_every=-1"], "log_every must be >= 1"),
     (["eval_episodes=0"], "eval_episodes must be >= 1"),

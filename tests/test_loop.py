@@ -142,3 +142,14 @@ def test_gradient_steps_and_the_learning_rate_schedule(cfg_factory, tmp_path):
     assert constant.agent.optimizer.param_groups[0]["lr"] == 0.001
     decayed = train(cfg_factory(*args, "train_freq=2", "lr_end=0.0"), tmp_path / "decayed", "dqn")
     assert decayed.agent.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_learning_starts_zero_learns_from_the_first_update_step(cfg_factory, tmp_path):
+    """rl-baselines3-zoo's ``learning_starts=0``: an update at every ``train_freq``-th step from the start,
+    epsilon following its schedule from step 1."""
+    cfg = cfg_factory("learning_starts=0", "train_freq=4", "total_steps=200", "eval_every=0", "log_every=100",
+                      "progress=false", "checkpoint_every=0", "batch_size=8", "eps_decay_fraction=0.5")
+    run = train(cfg, tmp_path, "dqn")
+    assert run.agent.updates == 200 // 4
+    eps = pd.read_csv(tmp_path / "metrics.csv").groupby("step")["epsilon"].first()
+    assert eps[100] == pytest.approx(1.0 + (0.04 - 1.0) * 100 / 100)
