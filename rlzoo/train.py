@@ -219,19 +219,19 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
     show = cfg.get("progress", True) if progress is None else progress
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
-    parts = build(cfg, out_dir, agent_name)
-    ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, parts, config, overrides)
+    run = build(cfg, out_dir, agent_name)
+    ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, run, config, overrides)
     log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
-             parts.spec.name, len(parts.seeds), parts.seeds, cfg.total_steps, parts.device, out_dir)
+             run.spec.name, len(run.seeds), run.seeds, cfg.total_steps, run.device, out_dir)
     try:
         if resume_from is not None:
-            checkpoint.restore(parts, resume_from, out_dir)
-            log.info("resumed %s at step %d of %d (environments %s)", out_dir, parts.state.step, cfg.total_steps,
-                     "restored exactly" if parts.envs.exact_state else "restarted: their state cannot be saved")
-            ckpt.saved_step = parts.state.step  # a finished run resumed again has nothing to do or rewrite
-        ckpt.schedule_after(parts.state.step if parts.state else 0)
+            checkpoint.restore(run, resume_from, out_dir)
+            log.info("resumed %s at step %d of %d (environments %s)", out_dir, run.state.step, cfg.total_steps,
+                     "restored exactly" if run.envs.exact_state else "restarted: their state cannot be saved")
+            ckpt.saved_step = run.state.step  # a finished run resumed again has nothing to do or rewrite
+        ckpt.schedule_after(run.state.step if run.state else 0)
         with ckpt.signals():
-            state = loop.run(parts, Progress(cfg.total_steps, enabled=show), ckpt)
+            state = loop.run(run, Progress(cfg.total_steps, enabled=show), ckpt)
         if ckpt.stop_requested:
             raise checkpoint.RunStopped(
                 f"stopped by {signal.Signals(ckpt.signum).name} at step {state.step} of {cfg.total_steps}: checkpoint "
@@ -240,8 +240,8 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
         if ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)  # the final state: the trained networks, optimizer and replay
     finally:
-        parts.close()
-    return parts
+        run.close()
+    return run
 
 
 def resume_hint(overrides, out_dir) -> str:

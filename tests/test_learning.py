@@ -1,5 +1,5 @@
 """Learning checks with the shipped defaults. The quick ones run in CI; `-m slow` runs the full
-100k-step CartPole criterion."""
+100k-step CartPole criterion (about 10 minutes per agent on one core)."""
 
 import pandas as pd
 import pytest
@@ -33,10 +33,13 @@ def test_qtable_finds_the_optimal_cliffwalking_path(cfg_factory, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("agent", ["dqn", "double_dqn"])
-def test_solves_cartpole_within_100k_steps(cfg_factory, tmp_path, agent):
-    """The issue's criterion: mean evaluation return >= 475 within 100k steps for most seeds."""
+def test_solves_cartpole_within_100k_steps_and_ends_well(cfg_factory, tmp_path, agent):
+    """With the shipped defaults every seed reaches an evaluation mean of 475 within 100k steps, and the last
+    evaluation (at 100k) is at least 475 for at least 4 of seeds 0-4 (measured over seeds 0-9: 9/10 for DQN,
+    7/10 for Double DQN; docs/configuration.md, "The CartPole defaults")."""
     cfg = cfg_factory(f"agent={agent}", "n_seeds=5", "total_steps=100000", "eval_every=5000",
-                      "eval_episodes=10", "progress=false")
+                      "eval_episodes=10", "progress=false", "checkpoint_every=0")
     train(cfg, tmp_path, agent, progress=False)
-    best = eval_means(tmp_path).max()
-    assert (best >= 475).sum() >= 3, best
+    means = eval_means(tmp_path)
+    assert (means.max() >= 475).all(), means.max()
+    assert (means.iloc[-1] >= 475).sum() >= 4, means.iloc[-1]
