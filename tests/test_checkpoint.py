@@ -137,7 +137,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_a_used_directory(tmp_path):
     train(make_cfg(*DQN), tmp_path, "dqn")
     rows = (tmp_path / "returns.csv").read_bytes()
-    with pytest.raises(checkpoint.CheckpointError, match=r"lr=0.0023.*resume=true"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"lr=0.0005.*resume=true"):
         train(make_cfg(*DQN, "lr=0.01", "resume=true"), tmp_path, "dqn")
     with pytest.raises(checkpoint.CheckpointError, match="already holds a run with a checkpoint"):
         train(make_cfg(*DQN), tmp_path, "dqn")

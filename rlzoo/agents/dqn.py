@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rlzoo.nets.numpy_backend import NumpyLearner
+from rlzoo.nets.numpy_backend import AdamStep, NumpyLearner
 from rlzoo.replay import Batch
 from rlzoo.target_sync import HardSync
 
@@ -78,10 +78,11 @@ class DQNAgent:
         self.device = next(q_net.parameters()).device
         self.fast = (NumpyLearner.build(q_net, self.target_net, target_fn, self.uses_online_next, loss)
                      if fast_path else None)
+        self.optimizer_step = AdamStep(optimizer) if self.fast is not None else optimizer.step
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values of one observation per member: ``[P, A]``."""
-        if self.fast is not None and self.fast.online.views_valid():
+        if self.fast is not None and self.fast.online.first_view_valid():
             return self.fast.q_values(obs)
         with torch.inference_mode():
             return self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1))[:, 0].cpu().numpy()
@@ -118,7 +119,7 @@ class DQNAgent:
             loss, q_mean, norms, td_error = self.fast.gradients(batch, self.gamma, self.max_grad_norm)
         else:
             loss, q_mean, norms, td_error = self._gradients(batch)
-        self.optimizer.step()
+        self.optimizer_step()
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.updates += 1

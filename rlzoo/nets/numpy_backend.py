@@ -20,6 +20,7 @@ import functools
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 from rlzoo import targets
 from rlzoo.nets.heads import DuelingHead, QHead
@@ -40,11 +41,9 @@ def _relu_(x: np.ndarray) -> np.ndarray:
 
 
 def _relu_grad(grad: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``grad * (out > 0)`` for ``out = relu(...)``, in place."""
-    if grad.size >= TORCH_FROM:
-        g = torch.from_numpy(grad)
-        g.masked_fill_(torch.from_numpy(out) <= 0, 0.0)
-        return grad
+    """``grad * (out > 0)`` for ``out = relu(...)``; may overwrite ``grad``."""
+    if grad.size >= TORCH_FROM:  # ReLU's own backward kernel: one pass (a mask and a fill take two)
+        return torch.ops.aten.threshold_backward(torch.from_numpy(grad), torch.from_numpy(out), 0.0).numpy()
     return np.multiply(grad, out > 0, out=grad)
 
 
@@ -174,6 +173,11 @@ class NumpyNet:
         """Whether the views still show the parameters (``.to()`` or ``share_memory_`` would replace them)."""
         return all(p.data_ptr() == ptr for p, ptr in zip(self.params, self._ptrs))
 
+    def first_view_valid(self) -> bool:
+        """``views_valid`` for the first parameter only, for the per-step acting call: whatever replaces
+        parameter storage (a device move, ``share_memory_``) replaces all of it."""
+        return self.params[0].data_ptr() == self._ptrs[0]
+
     def forward(self, obs: np.ndarray) -> np.ndarray:
         return self.train_forward(obs)[0]
 
@@ -281,3 +285,41 @@ class NumpyLearner:
             param.grad = torch.from_numpy(g)
         return (torch.from_numpy(member_loss), torch.from_numpy(q_sa.mean(axis=1)),
                 None if norms is None else torch.from_numpy(norms), torch.from_numpy(-diff))
+
+
+class AdamStep:
+    """``optimizer.step()``, for a plain ``torch.optim.Adam`` through its public functional form
+    ``torch.optim.adam.adam`` with the parameter and state lists kept ready: the same call Adam.step makes
+    (fused kernel, same arithmetic, same state), without ``Optimizer.step``'s per-call bookkeeping, which
+    costs about as much as the kernel itself for a CartPole MLP (docs/performance.md). Any other optimizer,
+    or Adam with options this does not pass on, steps through ``optimizer.step()``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        groups = optimizer.param_groups
+        g = groups[0]
+        self.plain = (type(optimizer) is torch.optim.Adam and len(groups) == 1 and bool(g["fused"])
+                      and not (g["amsgrad"] or g["weight_decay"] or g["maximize"] or g["capturable"]
+                               or g["differentiable"] or g.get("decoupled_weight_decay", False)))
+        self.lists = None
+
+    def __call__(self) -> None:
+        opt = self.optimizer
+        if not self.plain:
+            opt.step()
+            return
+        group = opt.param_groups[0]
+        params = group["params"]
+        first = opt.state.get(params[0])
+        if self.lists is None or not first or first["exp_avg"] is not self.lists[0][0]:
+            opt.step()  # creates the state (first step) or follows a loaded one; this step counts
+            states = [opt.state[p] for p in params]
+            self.lists = ([s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                          [s["step"] for s in states])
+            return
+        exp_avgs, exp_avg_sqs, steps = self.lists
+        beta1, beta2 = group["betas"]
+        with torch.no_grad():
+            adam(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, foreach=group["foreach"],
+                 fused=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0,
+                 eps=group["eps"], maximize=False)

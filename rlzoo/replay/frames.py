@@ -119,9 +119,9 @@ class FrameStorage:
         self.cursor[:] = -1
         self.pending = [None] * self.population
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> np.ndarray:
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
         """Store one transition per member (arrays with the member axis first); returns the slot written
-        per member ``[P]``.
+        (the same for every member: members write in lockstep).
 
         ``next_obs`` is the true next observation; ``obs`` of a member that did not end its episode
         at the previous call must be that call's ``next_obs`` (it is not stored again)."""
@@ -160,7 +160,7 @@ class FrameStorage:
         for i in np.flatnonzero(done):
             self.pending[i] = next_obs[i].copy()
         self._drop_overwritten()
-        return np.full(self.population, slot, dtype=np.int64)
+        return slot
 
     _CHECK_FIRST = 64  # transitions whose observations are checked to be stacks of consecutive frames
 

@@ -8,7 +8,7 @@ priorities of the sampled slots (``update``). A sampler owns its random streams 
 Protocol (duck-typed; ``UniformSampler`` is the reference):
 
 - ``sample(valid, batch_size) -> (indices [P, B] int64 slots, weights [P, B] float32 or None)``
-- ``update(indices, priorities)``; ``added(slots)`` (``[P]`` slot written per member)
+- ``update(indices, priorities)``; ``added(slot)`` (the slot every member just wrote: members write in lockstep)
 - ``state_dict()`` / ``load_state_dict(state)``
 """
 
@@ -54,7 +54,7 @@ class UniformSampler:
     def update(self, indices: np.ndarray, priorities) -> None:
         """Uniform sampling ignores priorities."""
 
-    def added(self, slots: np.ndarray) -> None:
+    def added(self, slot: int) -> None:
         """Uniform sampling keeps no per-slot state."""
 
     def state_dict(self) -> dict:

@@ -78,19 +78,20 @@ class TransitionStorage:
         """Slots ``0 .. size - 1`` for every member."""
         return ValidSlots(self._start, np.full(self.population, self.size, dtype=np.int64), self.capacity)
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> np.ndarray:
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
         """Store one transition per member (arrays with the member axis first); returns the slot written
-        per member ``[P]``. ``truncated`` is not needed: ``s'`` is stored whole."""
+        (the same for every member: members write in lockstep). ``truncated`` is not needed: ``s'`` is
+        stored whole."""
         for key, value in zip(self._FIELDS, (obs, action, reward, next_obs, terminated)):
             if self._np is not None:
                 self._np[key][:, self.pos] = value
             else:
                 store = getattr(self, key)
                 store[:, self.pos] = torch.as_tensor(np.asarray(value), device=self.device).to(store.dtype)
-        slots = np.full(self.population, self.pos, dtype=np.int64)
+        slot = self.pos
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
-        return slots
+        return slot
 
     def gather(self, indices: np.ndarray) -> Batch:
         """The transitions stored in slots ``indices`` ``[P, B]`` (member ``i`` reads its own row ``i``)."""
