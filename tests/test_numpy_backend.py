@@ -198,3 +198,35 @@ def test_rules_without_a_numpy_twin_run_in_torch_inside_the_numpy_learner():
     for step in range(3):
         (m_fast, _), (m_ref, _) = fast.learn(batch(step, False)), ref.learn(batch(step, False))
         assert torch.allclose(m_fast["loss"], m_ref["loss"], rtol=1e-4, atol=1e-6)
+
+
+def test_adam_step_equals_torch_adam_bit_for_bit_through_loads_and_schedules():
+    """AdamStep makes Adam.step's own call: same parameters, state and step counts, also after the state is
+    loaded from a state dict and with a learning-rate schedule; other optimizers step as they are."""
+    from rlzoo.nets.numpy_backend import AdamStep
+
+    def make():
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(3, 8, 5)), torch.nn.Parameter(torch.randn(3, 1, 8))]
+        opt = torch.optim.Adam(params, lr=1e-2, fused=True)
+        return params, opt, torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.1, total_iters=20)
+
+    (p_ref, o_ref, s_ref), (p_fast, o_fast, s_fast) = make(), make()
+    step = AdamStep(o_fast)
+    assert step.plain and not AdamStep(torch.optim.SGD(p_ref, lr=0.1)).plain
+    for t in range(12):
+        grads = [torch.randn_like(p) for p in p_ref]
+        for p, g in zip(p_ref, grads):
+            p.grad = g.clone()
+        for p, g in zip(p_fast, grads):
+            p.grad = g.clone()
+        o_ref.step()
+        step()
+        s_ref.step()
+        s_fast.step()
+        if t == 5:  # a resume: the state tensors are replaced
+            o_fast.load_state_dict(copy.deepcopy(o_fast.state_dict()))
+        assert all(torch.equal(a, b) for a, b in zip(p_ref, p_fast)), t
+    for a, b in zip(p_ref, p_fast):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(o_ref.state[a][key], o_fast.state[b][key]), key
