@@ -72,7 +72,7 @@ class DQNAgent:
         self.target_sync = target_sync if target_sync is not None else HardSync(every=128)
         self.uses_online_next = "q_next_online" in inspect.signature(target_fn).parameters
         self.gamma = float(gamma)
-        self.loss_name, self.loss_fn = loss, LOSSES[loss]
+        self.loss_fn = LOSSES[loss]
         self.max_grad_norm = max_grad_norm or None
         self.updates = 0
         self.device = next(q_net.parameters()).device
