@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
 
 from rlzoo.guards import check_finite
-import dataclasses
-
 from rlzoo.seeding import EXPLORATION, evaluation_seeds, global_rng_state, load_global_rng_state, member_rngs
 
 
@@ -113,7 +111,7 @@ class LoopState:
         self.recent = self.recent or [None] * P
 
     def state_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def restart_episodes(self, obs) -> None:
         """The running episodes start again from ``obs`` (environments whose state could not be restored)."""

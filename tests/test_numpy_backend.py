@@ -80,8 +80,6 @@ def test_cnn_networks_have_no_numpy_forward():
 
 
 def test_numpy_twins_equal_the_torch_rules():
-    import numpy as np
-
     g = torch.Generator().manual_seed(0)
     r, q_t, q_o = torch.randn(3, 50, generator=g), torch.randn(3, 50, 4, generator=g), torch.randn(3, 50, 4, generator=g)
     term = (torch.rand(3, 50, generator=g) < 0.3).float()

@@ -11,7 +11,6 @@ CRC of each CSV file at that step. This module knows no part's internals.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
