@@ -199,11 +199,13 @@ class Run:
         self.eval_envs.close()
 
 
-def run(r: Run, progress=None, checkpoint=None) -> LoopState:
+def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
     """Train every member for ``settings.total_steps`` environment steps, continuing from ``r.state``.
 
     ``progress``: ``rlzoo.progress.Progress`` or None; ``checkpoint``: ``rlzoo.io.checkpoint.Checkpointer`` or
-    None, called when ``state.step >= checkpoint.next_at`` (it also asks the loop to stop after a signal).
+    None, called when ``state.step >= checkpoint.next_at`` (it also asks the loop to stop after a signal);
+    ``on_evaluation``: callables ``(step, member_means)`` called after each evaluation with every member's
+    mean return.
     ``log_q_estimates`` evaluates the Q-network at every step (also when all members explore) to log,
     per training episode, the mean ``max_a Q(s_t, a)`` over the states visited and the mean discounted
     Monte-Carlo return from them (the overestimation measure of van Hasselt et al. 2016).
@@ -249,7 +251,7 @@ def run(r: Run, progress=None, checkpoint=None) -> LoopState:
         if s.step >= cfg.learning_starts and s.step % cfg.train_freq == 0:
             for _ in range(cfg.gradient_steps):
                 batch = replay.sample()
-                s.metrics, td_error = agent.learn(batch)
+                s.metrics, td_error = agent.learn(batch, step=s.step)
                 replay.update_priorities(batch.indices, td_error)
                 if cfg.nan_check:
                     check_finite(s.metrics, s.step, seeds)
@@ -263,6 +265,9 @@ def run(r: Run, progress=None, checkpoint=None) -> LoopState:
                     s.eval_episodes[i] += 1
                     logger.episode(i, phase="eval", step=s.step, episode=int(s.eval_episodes[i]),
                                    **{"return": ret}, length=length, time=time.perf_counter() - start)
+            means = [float(np.mean([ret for ret, _ in m])) for m in results]
+            for hook in on_evaluation:  # e.g. the progress line, the best-model saver: (step, member means)
+                hook(s.step, means)
 
         if s.step % cfg.log_every == 0 or s.step == total_steps:
             now = time.perf_counter()

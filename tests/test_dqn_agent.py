@@ -6,7 +6,7 @@ import torch
 from rlzoo.agents.dqn import DQNAgent
 from rlzoo.nets import MLP, ObservationEncoder, QHead, QNetwork, member_generators
 from rlzoo.replay import Batch
-from rlzoo.target_sync import HardSync, SoftSync
+from rlzoo.target_sync import EnvStepHardSync, HardSync, SoftSync
 from rlzoo.targets import dqn_target
 
 P, B, A = 2, 8, 3
@@ -82,3 +82,19 @@ def test_fast_path_and_autograd_give_the_same_td_errors_and_weights():
         assert torch.allclose(td_fast, td_ref, atol=1e-5)
     for a, b in zip(fast.q_net.parameters(), ref.q_net.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_target_counted_in_env_steps_is_fixed_within_a_burst():
+    """stable-baselines3's CartPole recipe: 4 updates every 16 steps, target period 10 steps. The target
+    equals the online network as it was before each burst (a multiple of 10 lies between bursts), and
+    stays fixed during the burst; the environment step survives a state round trip."""
+    agent = make_agent(EnvStepHardSync(every=10), lr=0.1)
+    for burst, step in enumerate(range(16, 80, 16)):
+        before = [p.detach().clone() for p in agent.q_net.parameters()]
+        for k in range(4):
+            agent.learn(batch(10 * burst + k), step=step)
+            for b0, t in zip(before, agent.target_net.parameters()):
+                assert torch.equal(b0, t)
+    clone = make_agent(EnvStepHardSync(every=10))
+    clone.load_state_dict(agent.state_dict())
+    assert clone.env_step == 64

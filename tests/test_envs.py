@@ -196,3 +196,31 @@ def test_chain_is_importable_where_it_was_and_registered():
 @pytest.mark.parametrize("path", sorted(CONF_ENV.glob("*.yaml")), ids=lambda p: p.stem)
 def test_env_config_targets_resolve(path):
     assert callable(get_method(yaml.safe_load(path.read_text())["_target_"]))
+
+
+def test_missing_simulator_names_the_extra_to_install(monkeypatch):
+    """A registered id whose simulator is not installed (Box2D for LunarLander) says what to install,
+    not that the id is unknown."""
+    import gymnasium as gym
+
+    from rlzoo.envs.gym import make_gym_env
+    from rlzoo.errors import ConfigError
+
+    def missing(*args, **kwargs):
+        raise gym.error.DependencyNotInstalled("Box2D is not installed")
+
+    monkeypatch.setattr(gym, "make", missing)
+    with pytest.raises(ConfigError) as e:
+        make_gym_env("LunarLander-v3", num_envs=1)
+    msg = str(e.value)
+    assert "\n" not in msg and 'pip install -e ".[box2d]"' in msg and "Box2D is not installed" in msg
+
+
+def test_lunarlander_runs_when_box2d_is_installed():
+    pytest.importorskip("Box2D", reason="the box2d extra is not installed")
+    from rlzoo.envs.gym import make_gym_env
+
+    envs, spec = make_gym_env("LunarLander-v3", num_envs=2)
+    obs, _ = envs.reset(seed=[0, 1])
+    assert obs.shape == (2, 8) and spec.num_actions == 4
+    envs.close()

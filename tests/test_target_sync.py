@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rlzoo.nets import MLP, member_generators
-from rlzoo.target_sync import HardSync, SoftSync
+from rlzoo.target_sync import EnvStepHardSync, HardSync, SoftSync
 
 
 def nets():
@@ -43,7 +43,25 @@ def test_soft_sync_tau_one_is_a_copy():
     assert same(online, target)
 
 
-@pytest.mark.parametrize("make", [lambda: HardSync(every=0), lambda: SoftSync(tau=0.0), lambda: SoftSync(tau=1.5)])
+def test_env_step_sync_copies_when_a_multiple_is_passed():
+    """every=10, updates at steps 4, 8, ..., 40 (train_freq=4): a multiple of 10 lies in (last, step] at
+    steps 12 (10), 20, 32 (30) and 40; nothing is done after an update."""
+    online, target = nets()
+    sync = EnvStepHardSync(every=10)
+    copied, last = [], 0
+    for step in range(4, 44, 4):
+        with torch.no_grad():
+            for p in online.parameters():
+                p.add_(1.0)
+        did = sync.before_update(online, target, last, step)
+        last = step
+        assert same(online, target) == did
+        assert sync(online, target, step) is False
+        copied.append(step) if did else None
+    assert copied == [12, 20, 32, 40]
+
+
+@pytest.mark.parametrize("make", [lambda: EnvStepHardSync(every=0), lambda: HardSync(every=0), lambda: SoftSync(tau=0.0), lambda: SoftSync(tau=1.5)])
 def test_bad_values_rejected(make):
     with pytest.raises(ValueError):
         make()

@@ -20,9 +20,9 @@ class Agent(Protocol):
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Action values ``[P, A]`` for one observation per member (``obs``: ``[P, *obs_shape]``)."""
 
-    def learn(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def learn(self, batch: Batch, step: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One update per member from its own minibatch (``batch.weights``, when set, weight each sample's
-        loss). Returns per-member metrics (each ``[P]``; ``loss`` and ``q_mean`` always) and the per-sample
+        loss), made at environment step ``step`` (the loop always passes it). Returns per-member metrics (each ``[P]``; ``loss`` and ``q_mean`` always) and the per-sample
         TD errors ``[P, B]`` (what a prioritized sampler turns into priorities)."""
 
     def state_dict(self) -> dict: ...

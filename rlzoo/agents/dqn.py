@@ -75,6 +75,7 @@ class DQNAgent:
         self.loss_fn = LOSSES[loss]
         self.max_grad_norm = max_grad_norm or None
         self.updates = 0
+        self.env_step = 0  # the environment step of the latest update (for a target rule counted in steps)
         self.device = next(q_net.parameters()).device
         self.fast = (NumpyLearner.build(q_net, self.target_net, target_fn, self.uses_online_next, loss)
                      if fast_path else None)
@@ -112,9 +113,15 @@ class DQNAgent:
         q_sa = q_sa.detach()
         return member_loss.detach(), q_sa.mean(dim=1), norms, y - q_sa
 
-    def learn(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def learn(self, batch: Batch, step: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One gradient step per member on its own minibatch, then the target rule; returns per-member
-        metrics ``[P]`` and the TD errors ``[P, B]``."""
+        metrics ``[P]`` and the TD errors ``[P, B]``. ``step``: the environment step of this update, for a
+        target rule counted in environment steps."""
+        if step is not None:
+            before = getattr(self.target_sync, "before_update", None)
+            if before is not None:
+                before(self.q_net, self.target_net, self.env_step, step)
+            self.env_step = int(step)
         if self.fast is not None and self.fast.valid():
             loss, q_mean, norms, td_error = self.fast.gradients(batch, self.gamma, self.max_grad_norm)
         else:
@@ -131,7 +138,8 @@ class DQNAgent:
 
     def state_dict(self) -> dict:
         state = {"q_net": self.q_net.state_dict(), "target_net": self.target_net.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+                 "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+                 "env_step": self.env_step}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
         return state
@@ -143,3 +151,4 @@ class DQNAgent:
         if self.lr_scheduler is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.updates = int(state["updates"])
+        self.env_step = int(state.get("env_step", 0))

@@ -75,7 +75,7 @@ class TabularQAgent:
         s = self.state_index(torch.as_tensor(obs))
         return self.q[torch.arange(self.population), s].numpy()
 
-    def learn(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def learn(self, batch: Batch, step: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One Q-learning step per sampled transition (the table itself gives the target: no target table)."""
         rows = self._rows
         s, s_next = self.state_index(batch.obs), self.state_index(batch.next_obs)

@@ -152,6 +152,9 @@ def make_gym_env(id: str, num_envs: int, max_episode_steps: int | None = None,
     kwargs = dict(kwargs or {})
     try:
         probe = gym.make(id, disable_env_checker=True, **kwargs)
+    except gym.error.DependencyNotInstalled as e:  # registered, but its simulator is not installed
+        hint = ' For Box2D tasks (LunarLander, BipedalWalker, CarRacing): pip install -e ".[box2d]".'
+        raise ConfigError(f"gymnasium cannot make {id!r}: a package it needs is missing ({e}).{hint}") from None
     except gym.error.Error as e:  # unknown id, missing version, bad kwargs
         raise ConfigError(f"gymnasium cannot make {id!r}: {e}. Set env.id to a registered id "
                           "(e.g. CartPole-v1, Acrobot-v1, FrozenLake-v1)") from None
