@@ -1,20 +1,103 @@
-"""Shared pieces of the command-line scripts: warnings, aligned curves, figure output."""
+"""Shared pieces of the command-line scripts: argument parsing (one-line errors, range-checked
+options), warnings, default output paths next to the runs, the fixed colour of each algorithm,
+aligned curves, figure output."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import warnings
+import zlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from analysis.load import RunWarning
+from analysis.load import RunWarning, find_run_dirs, output_base
 from analysis.stats import bin_curves, interpolate_curves
 
 CURVE_KEYS = ("env", "label", "unit")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``<prog>: error: <message>`` and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def bounded(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: ``kind`` (int or float) within ``[low, high]`` (ends open where asked)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if kind is float and not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        bad_high = high is not None and (value >= high if high_open else value > high)
+        if bad_low or bad_high:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(x for x in (lo, hi) if x)}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = bounded(int, 1)
+
+
+# --- colours: one per algorithm, the same in every figure ------------------------------------------------------
+
+# The base algorithms keep these colours (matplotlib's tab10) in every figure; any other label (an ablation,
+# a variant) gets one of EXTRA_COLOURS chosen by a hash of its text (CRC-32), so it too is the same in every
+# figure and every session. Two labels of one figure that hash to the same colour: the later one (in sorted
+# order) takes the next free colour, which keeps figures readable at the cost of stability for that pair.
+BASE_COLOURS = {"dqn": "#1f77b4", "double_dqn": "#ff7f0e", "dueling_dqn": "#2ca02c", "dueling_double_dqn": "#d62728",
+                "qtable": "#9467bd", "double_qtable": "#8c564b"}
+EXTRA_COLOURS = ("#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+                 "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31",
+                 "#843c39", "#7b4173", "#3182bd", "#e6550d")
+
+
+def colour_of(label: str) -> str:
+    """The colour of ``label`` (an algorithm) in every figure."""
+    if label in BASE_COLOURS:
+        return BASE_COLOURS[label]
+    return EXTRA_COLOURS[zlib.crc32(label.encode()) % len(EXTRA_COLOURS)]
+
+
+def palette(labels: Sequence[str]) -> dict[str, str]:
+    """``{label: colour}`` for the labels of one figure (see :func:`colour_of`; collisions resolved)."""
+    out: dict[str, str] = {}
+    used = set()
+    for label in sorted(labels, key=lambda l: (l not in BASE_COLOURS, l)):
+        colour = colour_of(label)
+        if colour in used and label not in BASE_COLOURS:
+            free = [c for c in EXTRA_COLOURS if c not in used]
+            colour = free[0] if free else colour
+        out[label] = colour
+        used.add(colour)
+    return out
+
+
+# --- outputs --------------------------------------------------------------------------------------------------
+
+def default_out(paths: Sequence[str], name: str) -> Path:
+    """``<common directory of the runs>/analysis/<name>``: an analysis goes next to the runs it analyses."""
+    dirs = find_run_dirs(paths)
+    if not dirs:
+        raise SystemExit(f"error: no run directories under {' '.join(map(str, paths))}")
+    return output_base(dirs) / name
+
+
+def announce(paths: Sequence[Path | str]) -> None:
+    """Print every written path, one per line."""
+    for path in paths:
+        print(f"wrote {path}")
 
 
 def setup_warnings() -> None:
@@ -69,7 +152,7 @@ def aligned_curves(df: pd.DataFrame, phase: str, align: str = "auto", points: in
     alignment (default 1 for ``bin``, 10 for ``interp``).
     """
     d = df[df["phase"] == phase] if "phase" in df else df
-    d = d.dropna(subset=[y])
+    d = d[np.isfinite(d[y].to_numpy(dtype=float))]  # missing and non-finite values: reported per unit on loading
     if align == "auto":
         align = "interp" if phase == "eval" else "bin"
     if phase == "train":

@@ -8,13 +8,14 @@ each seed's episodes are averaged in equal-width step bins.
 
 Example::
 
-    python -m analysis.plot_overestimation results/sweeps/<time> --labels dqn double_dqn --out figures/overestimation
+    python -m analysis.plot_overestimation results/sweeps/<time> --labels dqn double_dqn   # -> <sweep>/analysis/overestimation.png
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import matplotlib
 
@@ -23,8 +24,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.common import add_common_args, label_order, save_figure, select, setup_warnings  # noqa: E402
-from analysis.load import load_returns  # noqa: E402
+from analysis.common import (POSITIVE_INT, Parser, add_common_args, announce, bounded, label_order,  # noqa: E402
+                             palette, save_figure, select, setup_warnings)
+from analysis.load import load_returns, output_base  # noqa: E402
 from analysis.stats import bin_curves, mean_ci  # noqa: E402
 from analysis.summary import fmt_ci, overestimation_gaps  # noqa: E402
 
@@ -48,57 +50,62 @@ def overestimation_data(df: pd.DataFrame, points: int = 40, exclude_length: int 
 
 
 def plot_overestimation(df: pd.DataFrame, points: int = 40, labels=None, ci: float = 95, n_boot: int = 1000,
-                        exclude_length: int | None = None):
+                        exclude_length: int | None = None, colours: dict[str, str] | None = None):
     data = overestimation_data(df, points, exclude_length)
     if data.empty:
         raise SystemExit("plot_overestimation: error: no training rows with q_estimate and mc_return "
                          "(runs need log_q_estimates=true)")
     order = label_order(data, labels)
+    colours = {lab: (colours or {}).get(lab) or c for lab, c in palette(order).items()}
     envs = sorted(data["env"].unique())
     fig, axes = plt.subplots(2, len(envs), figsize=(4.6 * len(envs), 6.4), squeeze=False, sharex="col")
     band = dict(errorbar=("ci", ci), n_boot=n_boot, seed=0)
     for j, env in enumerate(envs):
         e = data[data["env"] == env]
         top = e[e["quantity"] != "gap"].replace({"quantity": {"q_estimate": "estimate", "mc_return": "true return"}})
-        sns.lineplot(data=top, x="step", y="value", hue="label", hue_order=order, style="quantity",
+        sns.lineplot(data=top, x="step", y="value", hue="label", hue_order=order, palette=colours, style="quantity",
                      style_order=["estimate", "true return"], ax=axes[0, j], legend=j == len(envs) - 1, **band)
-        sns.lineplot(data=e[e["quantity"] == "gap"], x="step", y="value", hue="label", hue_order=order,
+        sns.lineplot(data=e[e["quantity"] == "gap"], x="step", y="value", hue="label", hue_order=order, palette=colours,
                      ax=axes[1, j], legend=False, **band)
         axes[1, j].axhline(0.0, color="0.5", lw=0.8, ls=":")
         axes[0, j].set(title=env, ylabel="value (discounted)" if j == 0 else "")
         axes[1, j].set(xlabel="environment steps", ylabel="estimate − true return" if j == 0 else "")
     if axes[0, -1].get_legend() is not None:
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a long legend outside the axes: savefig's bbox_inches="tight" makes room
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     return fig, data
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.plot_overestimation", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m analysis.plot_overestimation", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(p)
-    p.add_argument("--points", type=int, default=40, help="step bins per environment")
-    p.add_argument("--gap-from", type=float, default=0.5,
+    p.add_argument("--points", type=POSITIVE_INT, default=40, help="step bins per environment")
+    p.add_argument("--gap-from", type=bounded(float, 0.0, 1.0, high_open=True), default=0.5,
                    help="the printed mean gap covers training episodes after this fraction of each seed's run")
-    p.add_argument("--exclude-length", type=int, default=None, metavar="L",
+    p.add_argument("--exclude-length", type=POSITIVE_INT, default=None, metavar="L",
                    help="leave out training episodes of length >= L: episodes cut by a time limit (500 on "
                         "CartPole), whose true return lacks the rewards after the cut")
-    p.add_argument("--ci", type=float, default=95)
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--out", default="figures/overestimation", help="output path without extension")
+    p.add_argument("--ci", type=bounded(float, 0, 100, True, True), default=95)
+    p.add_argument("--n-boot", type=POSITIVE_INT, default=1000)
+    p.add_argument("--out", default=None,
+                   help="output path without extension (default: analysis/overestimation in the runs' common directory)")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     args = p.parse_args(argv)
     setup_warnings()
     df = select(load_returns(args.paths, args.label_keys), args.labels, args.envs)
     fig, _ = plot_overestimation(df, args.points, args.labels, args.ci, args.n_boot, args.exclude_length)
-    for path in save_figure(fig, args.out, args.formats):
-        print(path)
+    out = args.out or output_base(sorted(df["run_dir"].unique())) / "overestimation"
+    written = save_figure(fig, out, args.formats)
     plt.close(fig)
     gaps = overestimation_gaps(df, args.gap_from, args.exclude_length)
     print(f"\n| env | algorithm | seeds | estimate | true return | gap [95% CI] |\n|---|---|---|---|---|---|")
     for (env, label), g in gaps.groupby(["env", "label"]):
         print(f"| {env} | {label} | {len(g)} | {g['q_estimate'].mean():.2f} | {g['mc_return'].mean():.2f} | "
               f"{fmt_ci(*mean_ci(g['gap'].to_numpy()), digits=2)} |")
+    announce(written)
     return 0
 
 

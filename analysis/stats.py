@@ -153,8 +153,37 @@ def interpolate_curves(df: pd.DataFrame, grid: Sequence[float] | int = 50, x: st
     return pd.concat(rows, ignore_index=True)[[*by, x, y]]
 
 
-def steps_to_threshold(curve: pd.DataFrame, threshold: float, x: str = "step", y: str = "return") -> float:
-    """First x at which the curve (already one value per x) reaches ``threshold``; NaN if never."""
+def steps_to_threshold(curve: pd.DataFrame, threshold: float, x: str = "step", y: str = "return",
+                       sustain: int = 1) -> float:
+    """First x from which the curve (already one value per x) stays at or above ``threshold``: the first
+    point such that it and the next ``sustain - 1`` points (or all the points left, near the end) reach
+    the threshold. ``sustain=1``: the first point that reaches it. NaN if never.
+
+    A missing or non-finite value does not reach the threshold.
+    """
+    if sustain < 1:
+        raise ValueError(f"sustain must be >= 1, got {sustain}")
     c = curve.sort_values(x)
-    hit = c[c[y] >= threshold]
-    return float(hit[x].iloc[0]) if len(hit) else float("nan")
+    ok = np.nan_to_num(c[y].to_numpy(dtype=float), nan=-np.inf) >= threshold
+    xs = c[x].to_numpy()
+    for i in range(len(ok)):
+        if ok[i:i + sustain].all():
+            return float(xs[i])
+    return float("nan")
+
+
+def difference_ci(x: Scores, y: Scores, stat: Callable[[np.ndarray], float] = np.mean, reps: int = 2000,
+                  ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """``stat(x) - stat(y)`` averaged over tasks, with a percentile bootstrap interval that resamples the
+    runs of each algorithm within each task independently. ``x`` and ``y`` cover the same tasks (columns)."""
+    xc, yc = _columns(x), _columns(y)
+    if len(xc) != len(yc):
+        raise ValueError("x and y must cover the same tasks")
+    point = float(np.mean([stat(a) - stat(b) for a, b in zip(xc, yc)]))
+    rng = np.random.default_rng(seed)
+    boot = np.empty(reps)
+    for r in range(reps):
+        boot[r] = np.mean([stat(a[rng.integers(0, len(a), len(a))]) - stat(b[rng.integers(0, len(b), len(b))])
+                           for a, b in zip(xc, yc)])
+    lo, hi = np.percentile(boot, [50 * (1 - ci), 100 - 50 * (1 - ci)])
+    return point, float(lo), float(hi)

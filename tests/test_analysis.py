@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from analysis import plot_curves, plot_overestimation, summary
 from analysis.common import aligned_curves
@@ -25,25 +26,55 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def write_run(run_dir: Path, agent: str, seeds, evals: dict[int, list[float]] | None = None, train=(),
-              overrides=(), total_steps: int | None = None, last_metric_step: int | None = None) -> Path:
-    """A synthetic run directory: eval rows {step: [return per seed]}, train rows (seed, step, return, q, mc)."""
+              overrides=(), total_steps: int | None = None, last_metric_step: int | None = None, env: str = "Toy-v0",
+              config: dict | None = None) -> Path:
+    """A synthetic run directory: eval rows {step: [return per seed]}, train rows (seed, step, return, q, mc).
+
+    With ``total_steps``: also ``metrics.csv`` and ``.hydra/`` with a resolved config (a few DQN keys, the
+    ``overrides`` applied as Hydra would, then ``config``) and the overrides."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = [HEADER]
     for seed, step, ret, q, mc in train:
-        lines.append(f"{agent},Toy-v0,{seed},train,{step},1,{ret},10,{q},{mc},{step / 100}\n")
+        lines.append(f"{agent},{env},{seed},train,{step},1,{ret},10,{q},{mc},{step / 100}\n")
     for step, rets in (evals or {}).items():
         for seed, ret in zip(seeds, rets):
-            lines.append(f"{agent},Toy-v0,{seed},eval,{step},1,{ret},10,,,{step / 100}\n")
+            lines.append(f"{agent},{env},{seed},eval,{step},1,{ret},10,,,{step / 100}\n")
     (run_dir / "returns.csv").write_text("".join(lines))
     if total_steps is not None:
         hydra = run_dir / ".hydra"
         hydra.mkdir(exist_ok=True)
-        (hydra / "config.yaml").write_text(f"total_steps: {total_steps}\n")
+        steps = sorted(evals or {})
+        cfg = {"seed": int(min(seeds)), "n_seeds": len(seeds), "total_steps": total_steps,
+               "eval_every": steps[0] if steps else 0, "eval_episodes": 1, "lr": 0.001, "gamma": 0.99,
+               "buffer_size": 100000, "batch_size": 64, "threads": 1,
+               "agent": {"_target_": "rlzoo.agents.dqn.DQNAgent", "gamma": "${gamma}"},
+               "target_sync": {"_target_": "rlzoo.target_sync.HardSync", "every": 128},
+               "env": {"_target_": "rlzoo.envs.gym.make_env", "id": env}}
+        for o in overrides:
+            key, _, value = o.lstrip("+").partition("=")
+            if key in ("agent", "env", "experiment"):
+                continue
+            node = cfg
+            *parents, leaf = key.split(".")
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[leaf] = yaml.safe_load(value)
+        for key, value in (config or {}).items():
+            node = cfg
+            *parents, leaf = key.split(".")
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[leaf] = value
+        (hydra / "config.yaml").write_text(yaml.safe_dump(cfg))
         (hydra / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
         last = total_steps if last_metric_step is None else last_metric_step
         (run_dir / "metrics.csv").write_text(METRICS_HEADER + "".join(
-            f"{agent},Toy-v0,{s},{last},1,0.1,1.0,1.0,0.1,100.0,1.0\n" for s in seeds))
+            f"{agent},{env},{s},{last},1,0.1,1.0,1.0,0.1,100.0,1.0\n" for s in seeds))
     return run_dir
+
+
+def labels_of(df: pd.DataFrame) -> dict[str, str]:
+    return df.drop_duplicates("run_dir").set_index("run_dir")["label"].to_dict()
 
 
 # --- statistics with known answers -------------------------------------------------------------------
@@ -171,17 +202,64 @@ def test_unfinished_run_is_flagged_and_left_out_of_the_summary(tmp_path, capsys)
 def test_labels_tell_ablations_apart(tmp_path):
     evals = {100: [1.0]}
     write_run(tmp_path / "full", "dqn", [0], evals, total_steps=100,
-              overrides=["agent=dqn", "n_seeds=1", "threads=2"])  # speed settings: no label
+              overrides=["agent=dqn", "n_seeds=1", "threads=2"])  # execution settings: no label
     write_run(tmp_path / "norep", "dqn", [0], evals, total_steps=100,
               overrides=["agent=dqn", "buffer_size=64", "n_seeds=1", "+experiment=x"])
     write_run(tmp_path / "double", "double_dqn", [0], evals, total_steps=100, overrides=["agent=double_dqn"])
     df = load_returns([tmp_path])
-    labels = df.drop_duplicates("run_dir").set_index("run_dir")["label"]
+    labels = labels_of(df)
     assert labels[str(tmp_path / "full")] == "dqn"
-    assert labels[str(tmp_path / "norep")] == "dqn [buffer_size=64, experiment=x]"
+    assert labels[str(tmp_path / "norep")] == "dqn [buffer_size=64]"  # the experiment's name is not a setting
     assert labels[str(tmp_path / "double")] == "double_dqn"
-    assert df["buffer_size"].dropna().unique().tolist() == ["64"]
+    assert df["buffer_size"].dropna().unique().tolist() == ["64"]  # override columns are kept
     assert set(load_returns([tmp_path], label_keys=[])["label"]) == {"dqn", "double_dqn"}
+    assert set(load_returns([tmp_path], label_keys=["target_sync.every"])["label"]) == {
+        "dqn [target_sync.every=128]", "double_dqn [target_sync.every=128]"}
+
+
+def test_label_comes_from_the_resolved_config_not_the_command_line(tmp_path):
+    evals = {100: [1.0]}
+    write_run(tmp_path / "a_default", "dqn", [0], evals, total_steps=100, overrides=["agent=dqn"])
+    write_run(tmp_path / "b_explicit", "dqn", [1], evals, total_steps=100,  # the default, passed explicitly
+              overrides=["agent=dqn", "buffer_size=100000", "target_sync.every=128"])
+    write_run(tmp_path / "c_small", "dqn", [2], evals, total_steps=100, overrides=["agent=dqn", "buffer_size=64"])
+    write_run(tmp_path / "d_sync", "dqn", [3], evals, total_steps=100,  # a group swapped: shown by class name
+              overrides=["agent=dqn", "target_sync=soft"],
+              config={"target_sync": {"_target_": "rlzoo.target_sync.SoftSync", "tau": 0.005}})
+    labels = labels_of(load_returns([tmp_path]))
+    assert labels[str(tmp_path / "a_default")] == labels[str(tmp_path / "b_explicit")] == "dqn"
+    assert labels[str(tmp_path / "c_small")] == "dqn [buffer_size=64]"
+    assert labels[str(tmp_path / "d_sync")] == "dqn [target_sync=SoftSync, target_sync.tau=0.005]"
+    # a module moved by a refactoring is the same algorithm; an interpolation (gamma: ${gamma}) is not a key
+    write_run(tmp_path / "e_moved", "dqn", [4], evals, total_steps=100, overrides=["agent=dqn"],
+              config={"target_sync._target_": "rlzoo.sync.HardSync"})
+    assert labels_of(load_returns([tmp_path]))[str(tmp_path / "e_moved")] == "dqn"
+
+
+def test_environment_keys_never_enter_a_label_so_the_aggregate_forms(tmp_path):
+    # Two environments, each with its own env.* settings and its own learning rate (an env-specific preset),
+    # and an ablation in each: the labels agree across environments.
+    for env, lr in (("Toy-v0", 0.001), ("Toy-v1", 0.01)):
+        config = {"lr": lr, "env.id": env, "env.max_episode_steps": 200 if env == "Toy-v0" else 500}
+        write_run(tmp_path / f"{env}_full", "dqn", [0, 1], {100: [5.0, 6.0]}, total_steps=100, env=env,
+                  overrides=["agent=dqn", f"env.id={env}"], config=config)
+        write_run(tmp_path / f"{env}_norep", "dqn", [0, 1], {100: [1.0, 2.0]}, total_steps=100, env=env,
+                  overrides=["agent=dqn", f"env.id={env}", "buffer_size=64"], config=config)
+    df = load_returns([tmp_path])
+    assert set(df["label"]) == {"dqn", "dqn [buffer_size=64]"}
+    table, poi = summary.summarize(df, reps=100)
+    assert len(table) == 4
+    both = poi[(poi["env"] == "all") & (poi["x"] == "dqn") & (poi["y"] == "dqn [buffer_size=64]")]
+    assert both["p"].tolist() == [1.0]  # the cross-environment aggregate exists
+
+
+def test_a_seed_repeated_in_two_directories_counts_once(tmp_path):
+    write_run(tmp_path / "a", "dqn", [0, 1], {100: [1.0, 2.0]}, total_steps=100)
+    write_run(tmp_path / "b", "dqn", [0, 1], {100: [1.0, 2.0]}, total_steps=100, overrides=["progress=false"])
+    write_run(tmp_path / "c", "dqn", [2], {100: [3.0]}, total_steps=100)  # another seed: kept
+    with pytest.warns(RunWarning, match="repeat the configuration and seeds"):
+        df = load_returns([tmp_path])
+    assert sorted(df["unit"].unique()) == [f"{tmp_path / 'a'}#0", f"{tmp_path / 'a'}#1", f"{tmp_path / 'c'}#2"]
 
 
 def test_summary_known_answer(tmp_path):
@@ -189,7 +267,7 @@ def test_summary_known_answer(tmp_path):
     write_run(tmp_path / "x", "x", [0, 1, 2, 3], {100: [0, 0, 0, 0], 200: [10, 20, 30, 40]}, total_steps=200)
     write_run(tmp_path / "y", "y", [0, 1, 2, 3], {100: [0, 0, 0, 0], 200: [0, 0, 0, 50]}, total_steps=200)
     df = load_returns([tmp_path])
-    table, poi = summary.summarize(df, thresholds={"Toy-v0": 15.0}, reps=300)
+    table, poi = summary.summarize(df, thresholds={"Toy-v0": 15.0}, reps=300, last_evals=1, sustain=1)
     x = table.set_index("label").loc["x"]
     assert x["seeds"] == 4 and x["mean"] == pytest.approx(25.0) and x["iqm"] == pytest.approx(25.0)
     assert x["reached"] == 3 and x["steps_to_threshold_median"] == 200
@@ -198,7 +276,8 @@ def test_summary_known_answer(tmp_path):
     p = poi[(poi["x"] == "x") & (poi["y"] == "y")]["p"].iloc[0]
     assert p == pytest.approx((4 * 3 + 0) / 16)  # x beats each of the three zeros, never the 50
     md = summary.to_markdown(table, poi)
-    assert "| Toy-v0 | x | 4 | 25.0 [" in md
+    assert "| Toy-v0 | x | 4 * | 25.0 [" in md  # fewer than 10 seeds: marked rough
+    assert "fewer than 10 seeds: the intervals are rough" in md and md.count("percentile bootstrap") == 1
 
 
 def test_overestimation_gap(tmp_path):
@@ -206,6 +285,152 @@ def test_overestimation_gap(tmp_path):
     write_run(tmp_path / "r", "dqn", [0], train=train, total_steps=100)
     gaps = summary.overestimation_gaps(load_returns([tmp_path]), gap_from=0.5)
     assert gaps["gap"].iloc[0] == pytest.approx(((3 - 1) + (5 - 1)) / 2)
+
+
+# --- summary statistics that hold up ------------------------------------------------------------------------
+
+def test_sustained_crossing_on_a_hand_made_curve():
+    c = pd.DataFrame({"step": [100, 200, 300, 400, 500, 600], "return": [480.0, 300, 476, 490, 500, 470]})
+    assert steps_to_threshold(c, 475.0) == 100                 # one lucky evaluation
+    assert steps_to_threshold(c, 475.0, sustain=3) == 300      # 300, 400, 500 all reach it
+    assert np.isnan(steps_to_threshold(c, 475.0, sustain=4))   # never four in a row
+    end = pd.DataFrame({"step": [100, 200, 300], "return": [480.0, 100, 490]})
+    assert steps_to_threshold(end, 475.0, sustain=3) == 300    # near the end: all that are left
+    gap = pd.DataFrame({"step": [100, 200, 300], "return": [480.0, np.nan, 490]})
+    assert steps_to_threshold(gap, 475.0, sustain=2) == 300    # a missing value does not reach it
+    with pytest.raises(ValueError):
+        steps_to_threshold(c, 475.0, sustain=0)
+
+
+def test_final_return_is_the_mean_of_the_last_k_evaluations(tmp_path):
+    # 7 evaluations of 2 seeds; seed 0 ends 10, 20, 30, 40, 50 and seed 1 ends at 0 except one lucky 100.
+    evals = {100 * i: [10.0 * (i - 2), 0.0] for i in range(1, 8)}
+    evals[700] = [50.0, 100.0]
+    write_run(tmp_path / "r", "dqn", [0, 1], evals, total_steps=700)
+    df = load_returns([tmp_path])
+    assert summary.LAST_EVALS == 5
+    scores = summary.final_scores(df).set_index("unit")["score"]
+    assert scores[f"{tmp_path / 'r'}#0"] == pytest.approx((10 + 20 + 30 + 40 + 50) / 5)
+    assert scores[f"{tmp_path / 'r'}#1"] == pytest.approx(100 / 5)
+    one = summary.final_scores(df, last_evals=1).set_index("unit")["score"]
+    assert one.tolist() == [50.0, 100.0]
+    table, _ = summary.summarize(df, reps=100)
+    assert table["mean"].iloc[0] == pytest.approx((30 + 20) / 2)
+
+
+def test_duplicated_rows_are_detected_and_reported(tmp_path):
+    run = write_run(tmp_path / "r", "dqn", [0, 1], {100: [1.0, 2.0], 200: [3.0, 4.0]}, total_steps=200)
+    with open(run / "returns.csv", "a") as f:  # a second writer: the same rows again, one of them different
+        f.write("dqn,Toy-v0,0,eval,200,1,3.0,10,,,2.0\ndqn,Toy-v0,1,eval,200,1,99.0,10,,,2.0\n")
+    with pytest.warns(RunWarning) as record:
+        df = load_returns([run])
+    message = " ".join(str(w.message) for w in record)
+    assert "2 rows repeat the (seed, phase, step, episode)" in message and "1 of them with different values" in message
+    assert len(df) == 4 and not df.duplicated(["unit", "phase", "step", "episode"]).any()
+    assert df[(df["seed"] == 1) & (df["step"] == 200)]["return"].tolist() == [4.0]  # the first is kept
+
+
+def test_non_finite_returns_are_reported_per_unit_never_dropped(tmp_path, capsys):
+    run = write_run(tmp_path / "r", "dqn", [0, 1, 2], {100: [1.0, 1.0, 1.0], 200: [2.0, 2.0, 2.0]}, total_steps=200)
+    text = (run / "returns.csv").read_text()
+    text = text.replace("dqn,Toy-v0,1,eval,200,1,2.0", "dqn,Toy-v0,1,eval,200,1,nan")
+    text = text.replace("dqn,Toy-v0,2,eval,200,1,2.0", "dqn,Toy-v0,2,eval,200,1,inf")
+    (run / "returns.csv").write_text(text)
+    with pytest.warns(RunWarning) as record:
+        df = load_returns([run])
+    messages = [str(w.message) for w in record]
+    assert any(f"{run}#1: 1 returns missing or non-finite (eval at step 200: nan)" in m for m in messages)
+    assert any(f"{run}#2: 1 returns missing or non-finite (eval at step 200: inf)" in m for m in messages)
+    assert len(df) == 6  # kept
+    with pytest.warns(RunWarning, match="final return not computed"):
+        table, _ = summary.summarize(df, reps=100, last_evals=1)
+    row = table.iloc[0]
+    assert row["seeds"] == 1 and row["nonfinite"] == 2 and row["mean"] == 2.0  # never the earlier evaluation's 1.0
+    assert "1 (+2 non-finite)" in summary.to_markdown(table, _)
+
+
+def test_a_missing_evaluation_is_not_replaced_by_an_earlier_one(tmp_path):
+    run = write_run(tmp_path / "r", "dqn", [0, 1], {100: [1.0, 1.0], 200: [2.0, 2.0], 300: [3.0, 3.0]},
+                    total_steps=300)
+    text = (run / "returns.csv").read_text().replace("dqn,Toy-v0,1,eval,300,1,3.0,10,,,3.0\n", "")
+    (run / "returns.csv").write_text(text)  # seed 1 finished (metrics.csv) but its last evaluation is gone
+    with pytest.warns(RunWarning, match="evaluation at step 300 missing"):
+        scores = summary.final_scores(load_returns([run]), last_evals=1).set_index("unit")
+    assert scores.loc[f"{run}#0", "score"] == 3.0
+    assert np.isnan(scores.loc[f"{run}#1", "score"]) and "step 300 missing" in scores.loc[f"{run}#1", "note"]
+
+
+@pytest.mark.parametrize("module, args, key", [
+    (summary, ["--last-evals", "0"], "--last-evals"), (summary, ["--reps", "0"], "--reps"),
+    (summary, ["--sustain", "-1"], "--sustain"), (summary, ["--gap-from", "1.5"], "--gap-from"),
+    (summary, ["--reps", "many"], "--reps"), (plot_curves, ["--points", "0"], "--points"),
+    (plot_curves, ["--ci", "150"], "--ci"), (plot_curves, ["--n-boot", "0"], "--n-boot"),
+    (plot_overestimation, ["--exclude-length", "0"], "--exclude-length"),
+    (summary, ["--threshold", "CartPole-v1=lots"], "--threshold")])
+def test_out_of_range_options_get_a_one_line_error(tmp_path, capsys, module, args, key):
+    run = write_run(tmp_path / "r", "dqn", [0], {100: [1.0]}, total_steps=100)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([str(run), *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code not in (0, None)
+    err = err or str(exit_info.value.code)
+    assert len(err.splitlines()) == 1 and key in err and "error" in err
+    assert not (run / "analysis").exists()
+
+
+def test_outputs_go_next_to_the_runs_and_are_printed(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for agent in ("dqn", "double_dqn"):
+        write_run(sweep / f"0_{agent}", agent, [0, 1], {100: [1.0, 2.0], 200: [3.0, 4.0]}, total_steps=200,
+                  train=[(s, t, 1.0, 2.0, 1.0) for s in (0, 1) for t in (50, 150)])
+    assert summary.main([str(sweep), "--reps", "50"]) == 0
+    assert plot_curves.main([str(sweep), "--n-boot", "50", "--formats", "png"]) == 0
+    assert plot_overestimation.main([str(sweep / "0_dqn"), "--n-boot", "50", "--formats", "png"]) == 0
+    out = capsys.readouterr().out
+    for path in (sweep / "analysis" / "summary.md", sweep / "analysis" / "summary.csv",
+                 sweep / "analysis" / "curves.png", sweep / "0_dqn" / "analysis" / "overestimation.png"):
+        assert path.exists() and f"wrote {path}" in out
+
+
+def test_plot_curves_without_evaluations_suggests_phase_train(tmp_path, capsys):
+    run = write_run(tmp_path / "r", "dqn", [0], train=[(0, 10, 1.0, 0.0, 0.0), (0, 20, 2.0, 0.0, 0.0)],
+                    total_steps=20)
+    with pytest.raises(SystemExit) as exit_info:
+        plot_curves.main([str(run)])
+    assert "--phase train" in str(exit_info.value.code)
+    assert plot_curves.main([str(run), "--phase", "train", "--n-boot", "20", "--formats", "png"]) == 0
+
+
+def _legend_colours(legend) -> dict[str, str]:
+    from matplotlib.colors import to_hex
+    return {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)
+            if hasattr(h, "get_color")}
+
+
+def test_each_algorithm_has_one_colour_in_every_figure(tmp_path):
+    import matplotlib.pyplot as plt
+    from analysis.common import BASE_COLOURS, colour_of, palette
+    p1 = palette(["dqn", "dqn [buffer_size=64]", "qtable"])
+    p2 = palette(["dqn [buffer_size=64]", "double_dqn", "dqn [target_sync.every=1]", "dqn"])
+    assert p1["dqn"] == p2["dqn"] == BASE_COLOURS["dqn"]
+    assert p1["dqn [buffer_size=64]"] == p2["dqn [buffer_size=64]"] == colour_of("dqn [buffer_size=64]")
+    assert len(set(p2.values())) == len(p2)
+    # the same label drawn by two scripts, among different company, gets the same colour
+    train = [(s, t, 1.0, 2.0, 1.0) for s in (0, 1) for t in (50, 150)]
+    write_run(tmp_path / "a" / "dqn", "dqn", [0, 1], {100: [1.0, 2.0], 200: [3.0, 4.0]}, total_steps=200, train=train)
+    write_run(tmp_path / "a" / "norep", "dqn", [0, 1], {100: [1.0, 2.0], 200: [3.0, 4.0]}, total_steps=200,
+              train=train, overrides=["buffer_size=64"])
+    write_run(tmp_path / "a" / "ddqn", "double_dqn", [0, 1], {100: [1.0, 2.0], 200: [3.0, 4.0]}, total_steps=200,
+              train=train)
+    g, _ = plot_curves.plot_curves(load_returns([tmp_path / "a"]), n_boot=20)
+    curves = {k.split(" (n=")[0]: v for k, v in _legend_colours(g.legend).items()}
+    plt.close(g.figure)
+    fig, _ = plot_overestimation.plot_overestimation(load_returns([tmp_path / "a" / "norep", tmp_path / "a" / "dqn"]),
+                                                     n_boot=20)
+    over = _legend_colours(fig.axes[0].get_legend())
+    plt.close(fig)
+    assert curves["dqn [buffer_size=64]"] == over["dqn [buffer_size=64]"] == colour_of("dqn [buffer_size=64]")
+    assert curves["dqn"] == over["dqn"] == BASE_COLOURS["dqn"] and curves["double_dqn"] == BASE_COLOURS["double_dqn"]
 
 
 # --- smoke test on a tiny real sweep -------------------------------------------------------------------
