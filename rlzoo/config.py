@@ -40,6 +40,7 @@ class RunConfig:
     train_freq: int = _setting(low=1)
     gradient_steps: int = _setting(low=1)
     gamma: float = _setting(low=0, high=1)
+    n_step: int = _setting(low=1)  # and the first learner update at step >= n_step
     lr: float = _setting(low=0, low_open=True)
     lr_end: Optional[float] = _setting(low=0)  # and <= lr
     batch_size: int = _setting(low=1)
@@ -62,12 +63,14 @@ class RunConfig:
     checkpoint_every: int = _setting(low=0)
     resume: bool = _setting()
     nan_check: bool = _setting()
+    tensorboard: bool = _setting()
     agent: Any = MISSING
     env: Any = MISSING
     network: Any = MISSING
     replay: Any = MISSING
     target_sync: Any = MISSING
     optimizer: Any = MISSING
+    policy_evaluation: Any = None  # set: evaluate a fixed policy (rlzoo.policy_evaluation; +experiment=dueling_corridor)
 
 
 ConfigStore.instance().store(name=SCHEMA, node=RunConfig)

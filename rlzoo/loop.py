@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, fields
@@ -13,7 +14,8 @@ from rlzoo.guards import check_finite
 from rlzoo.seeding import EXPLORATION, evaluation_seeds, global_rng_state, load_global_rng_state, member_rngs
 
 
-def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: int, need_q: bool = False):
+def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: int, need_q: bool = False,
+                   legal: np.ndarray | None = None):
     """Each member explores with probability ``epsilon`` (a uniformly random action), else acts greedily,
     breaking ties between equal Q-values uniformly at random; every draw comes from the member's own
     generator. The Q-network is evaluated only if some member acts greedily or ``need_q`` is set.
@@ -21,8 +23,11 @@ def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: in
     One uniform ``u`` per member and step decides both: the member explores if ``u < epsilon``, and
     then takes action ``floor(u / epsilon * num_actions)``, uniform over the actions given ``u < epsilon``.
 
-    Returns ``(actions [P], max_q [P] or None)``.
+    ``legal`` (``[P, A]``, nonzero = legal; an environment's ``info["action_mask"]``): each member explores,
+    maximises and reports ``max_q`` over its legal actions only. Returns ``(actions [P], max_q [P] or None)``.
     """
+    if legal is not None:
+        return _masked_epsilon_greedy(agent, obs, epsilon, rngs, need_q, legal)
     u = [rng.random() for rng in rngs]
     scale, last = (num_actions / epsilon if epsilon > 0 else 0.0), num_actions - 1
     explore = [x < epsilon for x in u]
@@ -41,6 +46,31 @@ def epsilon_greedy(agent, obs: np.ndarray, epsilon: float, rngs, num_actions: in
         else:
             actions.append(row.index(best))
     return np.array(actions, dtype=np.int64), np.array(max_q, dtype=q.dtype)
+
+
+def _masked_epsilon_greedy(agent, obs, epsilon, rngs, need_q, legal):
+    """``epsilon_greedy`` over each member's legal actions (the same draws: one ``u``, then a tie-break)."""
+    u = [rng.random() for rng in rngs]
+    explore = [x < epsilon for x in u]
+    allowed = [np.flatnonzero(m).tolist() for m in np.asarray(legal)]
+    q = agent.q_values(obs) if need_q or not all(explore) else None
+    actions, max_q = [], []
+    for i, ok in enumerate(allowed):
+        row = None if q is None else [v for a, v in enumerate(q[i].tolist()) if a in ok]
+        best = None if row is None else max(row)
+        max_q.append(best)
+        if explore[i]:
+            actions.append(ok[min(int(u[i] / epsilon * len(ok)), len(ok) - 1)])
+        elif row.count(best) > 1:
+            actions.append(rngs[i].choice(np.array([a for a, v in zip(ok, row) if v == best])))
+        else:
+            actions.append(ok[row.index(best)])
+    return np.array(actions, dtype=np.int64), (None if q is None else np.array(max_q, dtype=q.dtype))
+
+
+def action_mask(info: dict, use: bool) -> np.ndarray | None:
+    """The legal actions an environment reports (``info["action_mask"]``, ``[P, A]``) when the run uses them."""
+    return np.asarray(info["action_mask"]) if use and "action_mask" in info else None
 
 
 def discounted_returns(rewards: list[float], gamma: float) -> np.ndarray:
@@ -99,6 +129,7 @@ class LoopState:
     explore_rngs: list = None  # per-member exploration generators (created by run())
     metrics: dict | None = None  # the last learner update's metrics, logged at the next metrics row
     clock: float = 0.0  # training seconds before this run() call (a resumed run's time column continues)
+    legal: np.ndarray | None = None  # [P, A] legal actions in obs, where the run uses the env's action masks
 
     def __post_init__(self):
         P = self.population
@@ -120,16 +151,19 @@ class LoopState:
         self.ep_max_q, self.ep_rewards = [[] for _ in range(self.population)], [[] for _ in range(self.population)]
 
 
-def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int, seeds=None):
+def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int, seeds=None,
+             use_action_mask: bool = False):
     """Play ``episodes`` full episodes per member; returns per member a list of (return, length).
     Members that have their episodes keep stepping (the environments step together) until all have."""
-    obs, _ = envs.reset(seed=seeds)
+    obs, info = envs.reset(seed=seeds)
+    legal = action_mask(info, use_action_mask)
     P = len(rngs)
     results = [[] for _ in range(P)]
     ret, length = np.zeros(P), np.zeros(P, dtype=np.int64)
     while min(len(r) for r in results) < episodes:
-        actions, _ = epsilon_greedy(agent, obs, epsilon, rngs, num_actions)
+        actions, _ = epsilon_greedy(agent, obs, epsilon, rngs, num_actions, legal=legal)
         obs, reward, terminated, truncated, info = envs.step(actions)
+        legal = action_mask(info, use_action_mask)
         ret += reward
         length += 1
         for i in np.flatnonzero(info.get("game_over", terminated | truncated)):  # episodic life: whole games
@@ -156,6 +190,7 @@ class Settings:
     clip_rewards: bool = False  # learn from sign(reward); returns.csv keeps the game score
     log_q_estimates: bool = True  # evaluate Q at every step to log max-Q against the Monte-Carlo return
     nan_check: bool = True  # stop when a loss or Q-value becomes NaN or infinite
+    action_mask: bool = False  # act only among the legal actions the env reports in info["action_mask"]
 
 
 @dataclass
@@ -172,6 +207,10 @@ class Run:
     settings: Settings
     device: Any = None
     state: LoopState | None = None  # a resumed run's loop state; run() leaves the final one here
+    # Who acts: a callable like epsilon_greedy, or None for epsilon_greedy on the agent's Q-values (policy
+    # evaluation acts with a fixed policy: rlzoo.policy_evaluation.FixedPolicy)
+    behaviour: Callable | None = None
+    probes: list = field(default_factory=list)  # probe(agent, step) after each step's learning; close() at the end
 
     def state_dict(self) -> dict:
         """Everything that continues this run exactly (each part serialises itself). The evaluation
@@ -188,8 +227,9 @@ class Run:
         if self.envs.exact_state:
             self.envs.load_state_dict(state["envs"])
         else:
-            obs, _ = self.envs.reset(seed=[int(s) + self.state.step for s in self.seeds])
+            obs, info = self.envs.reset(seed=[int(s) + self.state.step for s in self.seeds])
             self.state.restart_episodes(obs)
+            self.state.legal = action_mask(info, self.settings.action_mask)
             self.replay.restart_episodes()
         load_global_rng_state(state["rng"])
 
@@ -197,6 +237,8 @@ class Run:
         self.logger.close()
         self.envs.close()
         self.eval_envs.close()
+        for probe in self.probes:
+            probe.close()
 
 
 def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
@@ -217,14 +259,19 @@ def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
     if s.explore_rngs is None:
         s.explore_rngs = member_rngs(seeds, EXPLORATION)
     explore_rngs = s.explore_rngs
+    self_exploring = bool(getattr(agent, "self_exploring", False))
+    act = r.behaviour or epsilon_greedy
     if s.obs is None:
-        s.obs, _ = envs.reset(seed=list(seeds))
+        s.obs, info = envs.reset(seed=list(seeds))
+        s.legal = action_mask(info, cfg.action_mask)
     start = time.perf_counter() - s.clock
     window_t, window_step = start, s.step
     while s.step < total_steps:
         s.step += 1
         eps = cfg.epsilon(s.step) if s.step > cfg.learning_starts else 1.0  # uniform random until learning starts
-        actions, max_q = epsilon_greedy(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates)
+        if self_exploring and s.step > cfg.learning_starts:
+            eps = 0.0  # the agent's own exploration (noisy nets) replaces epsilon
+        actions, max_q = act(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates, legal=s.legal)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
         done = np.flatnonzero(terminated | truncated)
         learn_reward = np.sign(reward) if cfg.clip_rewards else reward
@@ -247,6 +294,7 @@ def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
             s.recent[i] = float(s.ep_return[i])
             s.ep_return[i], s.ep_length[i], s.ep_max_q[i], s.ep_rewards[i] = 0.0, 0, [], []
         s.obs = next_obs
+        s.legal = action_mask(info, cfg.action_mask)
 
         if s.step >= cfg.learning_starts and s.step % cfg.train_freq == 0:
             for _ in range(cfg.gradient_steps):
@@ -255,11 +303,14 @@ def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
                 replay.update_priorities(batch.indices, td_error)
                 if cfg.nan_check:
                     check_finite(s.metrics, s.step, seeds)
+        for probe in r.probes:
+            probe(agent, s.step)
 
         if cfg.eval_every and s.step % cfg.eval_every == 0:
             env_seeds, eval_rngs = evaluation_seeds(seeds, s.step)
-            results = evaluate(agent, eval_envs, cfg.eval_episodes, cfg.eval_epsilon, eval_rngs, num_actions,
-                               seeds=env_seeds)
+            with getattr(agent, "evaluating", contextlib.nullcontext)():  # e.g. noisy layers: their mean weights
+                results = evaluate(agent, eval_envs, cfg.eval_episodes, cfg.eval_epsilon, eval_rngs, num_actions,
+                                   seeds=env_seeds, use_action_mask=cfg.action_mask)
             for i, member_results in enumerate(results):
                 for ret, length in member_results:
                     s.eval_episodes[i] += 1

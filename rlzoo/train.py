@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -15,19 +16,22 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 from threadpoolctl import threadpool_limits
 
-from rlzoo import loop
+from rlzoo import loop, policy_evaluation, sweeps
 from rlzoo import config as rlzoo_config  # registers the schema of conf/config.yaml
-from rlzoo.io import checkpoint
+from rlzoo.io import checkpoint, models
+from rlzoo.io.lock import RunDirLocked, RunLock
+from rlzoo.io import rundir  # noqa: F401  (registers the run-directory name resolvers of conf/config.yaml)
 from rlzoo.agents.tabular import Discretizer
 from rlzoo.envs import num_states_for_table
 from rlzoo.errors import ConfigError
 from rlzoo.nets import ObservationEncoder, QNetwork, member_generators
-from rlzoo.progress import Progress
+from rlzoo.progress import Progress, run_summary
 from rlzoo.io.tables import RunLogger
 from rlzoo.schedules import LinearSchedule
 from rlzoo.seeding import member_seeds
@@ -67,9 +71,16 @@ def validate(cfg: DictConfig) -> None:
     for key, bounds in rlzoo_config.numeric_ranges().items():
         if cfg[key] is not None:
             _num(cfg, key, **bounds)
+    if cfg.seed + cfg.n_seeds - 1 > 2**64 - 1:  # torch.manual_seed takes at most 64 bits
+        raise ConfigError(f"seed + n_seeds - 1 must be at most 2**64 - 1 = {2**64 - 1}, got seed={cfg.seed} with "
+                          f"n_seeds={cfg.n_seeds}")
     if cfg.learning_starts > cfg.total_steps:
         raise ConfigError(f"learning_starts={cfg.learning_starts} is larger than total_steps={cfg.total_steps}: the "
                           "agent would never learn. Lower learning_starts or raise total_steps")
+    first_update = -(-max(cfg.learning_starts, 1) // cfg.train_freq) * cfg.train_freq
+    if first_update < cfg.n_step:
+        raise ConfigError(f"n_step={cfg.n_step} writes its first transition at step {cfg.n_step}, after the first "
+                          f"learner update at step {first_update}: raise learning_starts to at least {cfg.n_step}")
     if cfg.lr_end is not None:
         _num(cfg, "lr_end", high=cfg.lr)
     if cfg.loss not in ("huber", "mse"):
@@ -110,8 +121,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_agent(cfg: DictConfig, spec, seeds, device):
-    """The agent for this environment: a Q-table (no ``head`` in its config) or a deep Q-network."""
+def build_agent(cfg: DictConfig, spec, seeds, device, **extra):
+    """The agent for this environment: a Q-table (no ``head`` in its config) or a deep Q-network (``extra``:
+    more constructor arguments, e.g. the fixed policy of a policy-evaluation agent)."""
     agent_cfg = OmegaConf.to_container(cfg.agent, resolve=True)
     head_cfg = agent_cfg.pop("head", None)
     if head_cfg is None:  # tabular
@@ -140,7 +152,7 @@ def build_agent(cfg: DictConfig, spec, seeds, device):
     agent = make(agent_cfg, _partial_=True)  # objects as arguments: Hydra would turn a dataclass into a config
     try:
         return agent(q_net=q_net, optimizer=optimizer, target_fn=target_fn, target_sync=make(cfg.target_sync),
-                     fast_path=bool(cfg.fast_path), lr_scheduler=lr_scheduler(cfg))
+                     fast_path=bool(cfg.fast_path), lr_scheduler=lr_scheduler(cfg), seeds=seeds, **extra)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -175,10 +187,24 @@ def set_threads(threads: int, numpy_learner: bool) -> None:
     """``threads`` (0: all cores) for the library that does the learner's arithmetic, numpy's BLAS for
     the numpy learner or torch otherwise, and one thread for the other. Torch's OpenMP threads and
     OpenBLAS's threads both spin-wait between calls: with two threads each on a 2-core machine,
-    training ran 10x slower (measured on CartPole)."""
-    threads = threads if threads > 0 else (os.cpu_count() or 1)
+    training ran 10x slower (measured on CartPole). ``threads=0`` counts the cores this process may use
+    (``available_cores``), not the machine's, so parallel jobs of a launcher do not oversubscribe."""
+    threads = threads if threads > 0 else available_cores()
     torch.set_num_threads(1 if numpy_learner else threads)
     threadpool_limits(threads if numpy_learner else 1, user_api="blas")
+    log.info("threads: torch %d, BLAS %d (threads=%d)", torch.get_num_threads(), threads if numpy_learner else 1,
+             threads)
+
+
+def available_cores() -> int:
+    """Cores this process may run on: SLURM's ``SLURM_CPUS_PER_TASK`` inside a SLURM job, else the CPU affinity
+    mask (what ``taskset``, cgroups and batch schedulers leave it), else ``os.cpu_count()``."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str) -> loop.Run:
@@ -189,11 +215,20 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str) -> loop.
     torch.manual_seed(cfg.seed)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     clip_rewards = bool(env_cfg.pop("clip_rewards", False))  # a loop setting, not a factory argument
+    use_action_mask = bool(env_cfg.pop("action_mask", False))  # a loop setting: act among info["action_mask"]
     envs, spec = make(env_cfg, num_envs=cfg.n_seeds)
     eval_envs, _ = make(env_cfg, num_envs=cfg.n_seeds)
-    agent = build_agent(cfg, spec, seeds, device)
+    evaluation = None  # policy evaluation: a fixed policy acts and is the agent's target (rlzoo.policy_evaluation)
+    if cfg.get("policy_evaluation") is not None:
+        evaluate_policy = make(cfg.policy_evaluation, _partial_=True)  # objects as arguments (see build_agent)
+        try:
+            evaluation = evaluate_policy(model=policy_evaluation.env_model(envs, spec.name), gamma=cfg.gamma)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    agent = build_agent(cfg, spec, seeds, device, **({"policy": evaluation.policy} if evaluation else {}))
     set_threads(int(cfg.threads), numpy_learner=getattr(agent, "fast", None) is not None)
-    replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device)
+    replay = make(cfg.replay, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype, seeds=seeds, device=device,
+                  total_updates=num_updates(cfg.total_steps, cfg.learning_starts, cfg.train_freq) * cfg.gradient_steps)
     decay_steps = cfg.get("eps_decay_steps")
     if decay_steps is None:
         decay_steps = int(cfg.eps_decay_fraction * cfg.total_steps)
@@ -202,15 +237,26 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str) -> loop.
         gradient_steps=cfg.gradient_steps, epsilon=LinearSchedule(cfg.eps_start, cfg.eps_end, int(decay_steps)),
         gamma=cfg.gamma, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, eval_epsilon=cfg.eval_epsilon,
         log_every=cfg.log_every, clip_rewards=clip_rewards, log_q_estimates=bool(cfg.log_q_estimates),
-        nan_check=bool(cfg.nan_check))
-    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds)
+        nan_check=bool(cfg.nan_check), action_mask=use_action_mask)
+    logger = RunLogger(out_dir, agent=agent_name, env=spec.name, seeds=seeds, tensorboard=bool(cfg.tensorboard))
     return loop.Run(envs=envs, eval_envs=eval_envs, spec=spec, agent=agent, replay=replay, logger=logger,
-                    seeds=seeds, settings=settings, device=device)
+                    seeds=seeds, settings=settings, device=device,
+                    behaviour=evaluation.policy if evaluation else None,
+                    probes=[evaluation.probe(out_dir, agent_name, spec.name, seeds)] if evaluation else [])
 
 
-def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None,
-          overrides: list[str] = ()):
-    """Build and run one (population) training run, writing CSVs (and checkpoints) into ``out_dir``.
+def train(cfg: DictConfig, out_dir: str | os.PathLike, *args, **kwargs):
+    """``_train`` (below) while holding the run directory's lock: a second process started on the same directory
+    stops with one line naming the holder, before it writes anything (``rlzoo.io.lock``)."""
+    validate(cfg)  # a rejected config leaves no lock file behind
+    with RunLock(out_dir):
+        return _train(cfg, out_dir, *args, **kwargs)
+
+
+def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None,
+           overrides: list[str] = (), tag: str = "", plain: bool | None = None):
+    """Build and run one (population) training run, writing CSVs, models (and checkpoints) into ``out_dir``.
+    ``tag`` starts every progress line; ``plain``: plain progress lines even on a terminal (parallel jobs).
 
     With ``resume=true`` the run continues from ``out_dir/checkpoint.pt``; without it, a directory that already
     holds results is refused. ``overrides`` (the command line) are recorded in checkpoints for the resume hint.
@@ -221,6 +267,9 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
     run = build(cfg, out_dir, agent_name)
     ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, run, config, overrides)
+    saver = models.ModelSaver(out_dir, run.agent, run.seeds, identity={"agent": agent_name, "env": run.spec.name},
+                              resume=resume_from is not None)
+    bar = Progress(cfg.total_steps, enabled=show, tag=tag, plain=plain)
     log.info("training %s on %s: %d member(s), seeds %s, %d steps each, device %s -> %s", agent_name,
              run.spec.name, len(run.seeds), run.seeds, cfg.total_steps, run.device, out_dir)
     try:
@@ -229,9 +278,13 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
             log.info("resumed %s at step %d of %d (environments %s)", out_dir, run.state.step, cfg.total_steps,
                      "restored exactly" if run.envs.exact_state else "restarted: their state cannot be saved")
             ckpt.saved_step = run.state.step  # a finished run resumed again has nothing to do or rewrite
+            bar.restart(run.state.step)
         ckpt.schedule_after(run.state.step if run.state else 0)
         with ckpt.signals():
-            state = loop.run(run, Progress(cfg.total_steps, enabled=show), ckpt)
+            try:
+                state = loop.run(run, bar, ckpt, on_evaluation=(bar.evaluated, saver.evaluated))
+            finally:
+                bar.close()
         if ckpt.stop_requested:
             raise checkpoint.RunStopped(
                 f"stopped by {signal.Signals(ckpt.signum).name} at step {state.step} of {cfg.total_steps}: checkpoint "
@@ -239,6 +292,8 @@ def train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent"
                 f"with: {resume_hint(overrides, out_dir)}", ckpt.signum)
         if ckpt.every and ckpt.saved_step != state.step:
             ckpt.save(state)  # the final state: the trained networks, optimizer and replay
+        saver.final(state.step)
+        run.models = list(saver.written)  # the model files, for the end-of-run summary
     finally:
         run.close()
     return run
@@ -253,20 +308,74 @@ def resume_hint(overrides, out_dir) -> str:
 _FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read at import: ``main`` sets the variable for Hydra
 
 
+def sweep_job(cfg: DictConfig, out_dir: str) -> bool:
+    """A job of a sweep whose directory may already hold its run (the same sweep command run again into the same
+    ``hydra.sweep.dir``): False when that run is complete, else True with ``resume`` set to continue a checkpoint
+    or start afresh (``rlzoo.sweeps``)."""
+    validate(cfg)
+    state = sweeps.job_state(out_dir, OmegaConf.to_container(cfg, resolve=True))
+    if state == sweeps.COMPLETE:
+        log.info("skipped: %s already holds this job's complete run (checkpoint at total_steps=%d, CSVs match it)",
+                 out_dir, cfg.total_steps)
+        return False
+    cfg.resume = state == sweeps.RESUME
+    return True
+
+
 def _run(cfg: DictConfig) -> None:
     """One run, as Hydra calls it (once per job in a sweep): a config error or a stop signal ends it with one line."""
     hc = HydraConfig.get()
     try:
-        train(cfg, out_dir=hc.runtime.output_dir, agent_name=hc.runtime.choices.get("agent", "agent"),
-              overrides=list(hc.overrides.task))
+        if hc.mode == RunMode.MULTIRUN and not sweep_job(cfg, hc.runtime.output_dir):
+            return
+        agent_name = hc.runtime.choices.get("agent", "agent")
+        multirun = hc.mode == RunMode.MULTIRUN
+        parallel = multirun and "joblib" in str(OmegaConf.select(hc, "launcher._target_", default=""))
+        started = time.perf_counter()
+        run = train(cfg, out_dir=hc.runtime.output_dir, agent_name=agent_name, overrides=list(hc.overrides.task),
+                    tag=f"{hc.job.num} {agent_name}" if multirun else "", plain=True if parallel else None)
+        print(run_summary(hc.runtime.output_dir, time.perf_counter() - started,
+                          title=f"{agent_name} on {run.spec.name}, {rundir.seed_range(cfg.seed, cfg.n_seeds)}, "
+                                f"{cfg.total_steps:,} steps each", models=getattr(run, "models", ())), flush=True)
     except checkpoint.RunStopped as e:
         print(f"rlzoo: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
+    except RunDirLocked as e:
+        if hc.mode == RunMode.MULTIRUN:  # another instance of this sweep runs this job: the others go on
+            print(f"rlzoo: job {hc.job.num} skipped: {e}", file=sys.stderr)
+            return
+        print(f"rlzoo: error: {e}", file=sys.stderr)
+        sys.exit(2)
     except ConfigError as e:
         if _FULL_ERROR:
             raise
         print(f"rlzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def group_key_hint(error: BaseException) -> str | None:
+    """For ``target_sync.every=5`` while ``target_sync=soft`` is chosen (Hydra: "Could not override ... not in
+    struct"): the sentence that names the group options that have the key. None for other errors, and when no
+    option has the key."""
+    import re
+
+    import yaml
+
+    m = re.search(r"Could not override '([\w]+)\.([\w.]+)'", str(error))
+    if m is None or not (Path(CONF_DIR) / m.group(1)).is_dir():
+        return None
+    group, rest = m.groups()
+    having = []
+    for option in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
+        node = yaml.safe_load(option.read_text()) or {}
+        for part in rest.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is not KeyError:
+            having.append(option.stem)
+    if not having:
+        return None  # Hydra's own message (a typo, or + to add a key) says it
+    return (f"{group}.{rest}: the chosen {group} option has no key {rest!r}; it belongs to "
+            f"{' and '.join(f'{group}={o}' for o in having)}: choose one, e.g. {group}={having[0]} {group}.{rest}=...")
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_run)
@@ -289,6 +398,10 @@ def main() -> None:
         message = str(e) if isinstance(e, ConfigError) else rlzoo_config.type_error(e)
         if message is not None:
             print(f"rlzoo: error: {message}", file=sys.stderr)
+            sys.exit(2)
+        hint = group_key_hint(e)
+        if hint is not None:
+            print(f"rlzoo: error: {hint}", file=sys.stderr)
             sys.exit(2)
         if isinstance(e, CompactHydraException):  # e.g. an unknown group option: Hydra's message, as Hydra prints it
             print(e, file=sys.stderr)

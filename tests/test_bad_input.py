@@ -90,10 +90,12 @@ def assert_untouched(d: Path, before: dict) -> None:
     for path, data in before.items():
         if path.name == "train.log":  # Hydra's log: appended to, never rewritten
             assert after[path].startswith(data)
+        elif path.name == ".lock":  # rlzoo.io.lock: it names the last process that held the directory
+            continue
         else:
             assert after.get(path) == data, f"{path} was changed"
     # A launch's own Hydra files (.hydra/launch-<time>/, train.log) are fine.
-    new = [p for p in after if p not in before and p.parts[0] != ".hydra" and p.name != "train.log"]
+    new = [p for p in after if p not in before and p.parts[0] != ".hydra" and p.name not in ("train.log", ".lock")]
     assert not new, new
     assert not (d / "pwned").exists() and not Path("pwned").exists()
 
@@ -120,6 +122,7 @@ CLI_FRESH = [  # (overrides, words the error must contain)
     (["env=gym", "env.id=Pendulum-v1"], ["Pendulum-v1", "discrete actions"]),
     (["agent=qtable", "env=atari", "env.id=ALE/Pong-v5"], ["Q-table", "agent=dqn"]),
     (["batch_size=512"], ["batch_size=512", "capacity=500"]),
+    (["target_sync.every=5"], ["target_sync.every", "no key 'every'", "target_sync=hard"]),  # the default is soft
 ]
 
 
@@ -135,7 +138,7 @@ def test_cli_unwritable_output_dir():
     assert_one_line_error(proc, "cannot write", "hydra.run.dir")
 
 
-@pytest.mark.parametrize("overrides,words", [(["agent=rainbow"], ["agent/rainbow", "dqn", "double_dqn"]),
+@pytest.mark.parametrize("overrides,words", [(["agent=no_such_agent"], ["agent/no_such_agent", "dqn", "double_dqn"]),
                                              (["totl_steps=5"], ["totl_steps"])], ids=["unknown agent", "misspelled key"])
 def test_cli_hydra_rejects_unknown_names_without_a_traceback(tmp_path, overrides, words):
     """Hydra's own messages: the unknown option with the available choices, the key that is not in the config."""
@@ -181,6 +184,7 @@ def compose(*overrides: str):
 IN_PROCESS = [
     # negative or zero sizes
     (["n_seeds=0"], "n_seeds must be >= 1"),
+    (["seed=18446744073709551615", "n_seeds=2"], "seed + n_seeds - 1 must be at most 2**64 - 1"),
     (["total_steps=-5"], "total_steps must be >= 1"),
     (["buffer_size=0"], "buffer_size must be >= 1, got 0"),
     (["batch_size=0"], "batch_size must be >= 1, got 0"),
@@ -189,7 +193,7 @@ IN_PROCESS = [
     (["log_every=-1"], "log_every must be >= 1"),
     (["eval_episodes=0"], "eval_episodes must be >= 1"),
     (["checkpoint_every=-100"], "checkpoint_every must be >= 0"),
-    (["target_sync.every=0"], "target_sync.every must be >= 1"),
+    (["target_sync=hard", "target_sync.every=0"], "target_sync.every must be >= 1"),
     (["env.max_episode_steps=0"], "env.max_episode_steps must be >= 1"),
     # wrong types and out-of-range values
     (["n_seeds=1.5"], "n_seeds must be a whole number, got 1.5"),

@@ -111,7 +111,7 @@ def test_checkpoint_holds_every_part_and_time_continues(tmp_path):
     assert set(payload) == {"format", "version", "step", "meta", "run"}
     run = checkpoint.from_plain(payload["run"])
     assert set(run) == {"agent", "replay", "loop", "envs", "rng"}
-    assert set(run["agent"]) == {"q_net", "target_net", "optimizer", "lr_scheduler", "updates"}
+    assert set(run["agent"]) == {"q_net", "target_net", "optimizer", "lr_scheduler", "updates", "env_step"}
     assert run["agent"]["updates"] == parts.agent.updates
     state = loop.LoopState(**run["loop"])
     assert state.step == 1200 and state.explore_rngs[0].bit_generator.state == parts.state.explore_rngs[0].bit_generator.state

@@ -37,7 +37,7 @@ def test_truncation_bootstraps_and_final_obs_is_stored(cfg_factory, tmp_path):
 def run_dqn(cfg_factory, path, seed, n_seeds, steps=600):
     cfg = cfg_factory("agent=double_dqn", f"seed={seed}", f"n_seeds={n_seeds}", f"total_steps={steps}",
                       "learning_starts=100", "eps_decay_fraction=0.5", "eval_every=300", "eval_episodes=2",
-                      "log_every=50", "target_sync.every=20", "batch_size=16", "buffer_size=1000", "progress=false")
+                      "log_every=50", "target_sync=hard", "target_sync.every=20", "batch_size=16", "buffer_size=1000", "progress=false")
     return train(cfg, path, "double_dqn", progress=False)
 
 

@@ -28,3 +28,8 @@ class Agent(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+    # Optional: ``evaluating()``, a context manager the loop evaluates inside (``DQNAgent``'s puts its network in
+    # ``eval()`` mode, so noisy layers act with their mean weights); an agent without it evaluates as it acts.
+    # ``self_exploring = True``: the agent explores by itself (noisy nets), and the loop acts greedily on its
+    # values once learning has started (epsilon 0, whatever the schedule says).

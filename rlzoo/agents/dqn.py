@@ -11,15 +11,17 @@ parameters, so one optimizer over the stacked parameters is ``P`` independent op
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlzoo.nets.noise import NoisyNets
 from rlzoo.nets.numpy_backend import AdamStep, NumpyLearner
 from rlzoo.replay import Batch
 from rlzoo.target_sync import HardSync
@@ -55,11 +57,15 @@ class DQNAgent:
             ``None``: a constant learning rate.
         fast_path: on the CPU, act and compute gradients with ``rlzoo.nets.numpy_backend`` where it covers
             the network (the same numbers to float32 rounding, faster for small MLPs); ``False``: autograd.
+        seeds: the members' seeds; a network with noisy layers (``PopNoisyLinear``) draws its noise from them
+            (``rlzoo.nets.noise``: fresh online and target noise before every update, fresh acting noise after
+            it, the mean weights in evaluation).
     """
 
     def __init__(self, q_net: nn.Module, optimizer: torch.optim.Optimizer, target_fn: Callable,
                  target_sync: Callable | None = None, gamma: float = 0.99, loss: str = "huber",
-                 max_grad_norm: float | None = 10.0, lr_scheduler: Callable | None = None, fast_path: bool = True):
+                 max_grad_norm: float | None = 10.0, lr_scheduler: Callable | None = None, fast_path: bool = True,
+                 seeds: Sequence[int] | None = None):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if not 0.0 <= gamma <= 1.0:
@@ -80,6 +86,10 @@ class DQNAgent:
         self.fast = (NumpyLearner.build(q_net, self.target_net, target_fn, self.uses_online_next, loss)
                      if fast_path else None)
         self.optimizer_step = AdamStep(optimizer) if self.fast is not None else optimizer.step
+        self.noise = NoisyNets.build(q_net, self.target_net, seeds)  # None without noisy layers
+        self.self_exploring = self.noise is not None  # noisy nets explore by their noise: the loop's epsilon is 0
+        if self.noise is not None:
+            self.noise.online.sample()  # the acting noise until the first update
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """Q-values of one observation per member: ``[P, A]``."""
@@ -88,10 +98,22 @@ class DQNAgent:
         with torch.inference_mode():
             return self.q_net(torch.as_tensor(obs, device=self.device).unsqueeze(1))[:, 0].cpu().numpy()
 
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Inside it, ``q_values`` uses the online network in ``eval()`` mode: noisy layers act with their mean
+        weights, so a greedy evaluation is deterministic (the loop evaluates inside it)."""
+        training = self.q_net.training
+        self.q_net.eval()
+        try:
+            yield self
+        finally:
+            self.q_net.train(training)
+
     def td_target(self, batch: Batch) -> torch.Tensor:
         """``y [P, B]`` from the target network (and the online network if the rule takes it)."""
         with torch.no_grad():
-            args = [batch.reward, batch.terminated, self.gamma, self.target_net(batch.next_obs)]
+            gamma = self.gamma if batch.discount is None else batch.discount  # n-step: gamma**k per sample
+            args = [batch.reward, batch.terminated, gamma, self.target_net(batch.next_obs)]
             if self.uses_online_next:
                 args.append(self.q_net(batch.next_obs))
             return self.target_fn(*args)
@@ -122,11 +144,16 @@ class DQNAgent:
             if before is not None:
                 before(self.q_net, self.target_net, self.env_step, step)
             self.env_step = int(step)
+        if self.noise is not None:  # Fortunato et al. 2018: fresh, independent noise for both networks
+            self.noise.online.sample()
+            self.noise.target.sample()
         if self.fast is not None and self.fast.valid():
             loss, q_mean, norms, td_error = self.fast.gradients(batch, self.gamma, self.max_grad_norm)
         else:
             loss, q_mean, norms, td_error = self._gradients(batch)
         self.optimizer_step()
+        if self.noise is not None:
+            self.noise.online.sample()  # acting uses this noise until the next update
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
         self.updates += 1
@@ -142,6 +169,8 @@ class DQNAgent:
                  "env_step": self.env_step}
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
+        if self.noise is not None:
+            state["noise"] = self.noise.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -152,3 +181,5 @@ class DQNAgent:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.updates = int(state["updates"])
         self.env_step = int(state.get("env_step", 0))
+        if self.noise is not None:
+            self.noise.load_state_dict(state["noise"])

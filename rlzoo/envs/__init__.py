@@ -10,7 +10,8 @@ Every ``envs`` saves its own state: ``state_dict() -> dict`` and ``load_state_di
 
 Factories: ``make_gym_env`` (``rlzoo.envs.gym``), ``make_cartpole`` (``rlzoo.envs.cartpole``),
 ``make_atari_env`` (``rlzoo.envs.atari``), ``make_minatar_env`` (``rlzoo.envs.minatar``); toy MDPs
-in ``rlzoo.envs.toy``. The Atari and MinAtar modules are imported only when used.
+in ``rlzoo.envs.toy`` (chain, the maximisation-bias MDP, a noisy bandit). The Atari and MinAtar modules are
+imported only when used.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def num_states_for_table(spec: EnvSpec, bins) -> int:
 # The factories live in their modules (which import the names above) and are re-exported here.
 from rlzoo.envs.cartpole import CartPolePopulation, make_cartpole  # noqa: E402
 from rlzoo.envs.gym import SyncPopulation, make_gym_env  # noqa: E402
-from rlzoo.envs.toy import ChainMDP  # noqa: E402  (registers rlzoo/Chain-v0)
+from rlzoo.envs.toy import ChainMDP, MaxBiasMDP, NoisyBandit  # noqa: E402  (registers rlzoo/Chain-v0, ...)
+from rlzoo.envs.corridor import Corridor  # noqa: E402  (registers rlzoo/Corridor-v0)
 
 __all__ = ["SAME_STEP", "EnvSpec", "spec_from_spaces", "describe_observation", "num_states_for_table",
-           "CartPolePopulation", "make_cartpole", "SyncPopulation", "make_gym_env", "ChainMDP"]
+           "CartPolePopulation", "make_cartpole", "SyncPopulation", "make_gym_env", "ChainMDP", "Corridor"]

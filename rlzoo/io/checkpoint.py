@@ -35,7 +35,7 @@ FILENAME = "checkpoint.pt"
 FORMAT, VERSION = "rlzoo-checkpoint", 4  # 4: the run's own state_dict() under "run"
 # Settings a resumed run may change; any other difference from the checkpointed config is refused.
 RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "fast_path",
-                     "nan_check")
+                     "nan_check", "tensorboard")
 CSV_FILES = tuple(name for name, _ in TABLES.values())
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
 COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...

@@ -1,7 +1,16 @@
 """Tidy CSV output: every row carries the columns that identify its run (agent, env, seed).
 
 Files are opened in append mode and flushed after every row, so a killed run leaves valid files whose
-rows are all complete.
+rows are all complete. Appending to an existing file follows that file's own header (a run resumed from an
+older rlzoo keeps its columns).
+
+``protocol`` (returns.csv) is empty for the rows a training run writes; rows that ``python -m rlzoo.evaluate``
+appends (``phase=evaluate``) say how they were played, e.g. ``model=final episodes=100 epsilon=0 seed=1000``.
+
+With ``tensorboard=True`` the same scalars also go to TensorBoard event files, one directory per member
+(``<run dir>/tensorboard/seed<seed>/``), never instead of the CSVs: ``train/return``, ``train/length``, ... from
+returns.csv (``<phase>/<column>``) and ``metrics/loss``, ``metrics/epsilon``, ... from metrics.csv, against
+the step.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RETURNS_COLUMNS = ("agent", "env", "seed", "phase", "step", "episode", "return", "length", "truncated",
-                   "q_estimate", "mc_return", "time")
+                   "q_estimate", "mc_return", "time", "protocol")
 METRICS_COLUMNS = ("agent", "env", "seed", "step", "updates", "loss", "q_mean", "grad_norm", "epsilon", "sps", "time")
 TABLES = {"returns": ("returns.csv", RETURNS_COLUMNS), "metrics": ("metrics.csv", METRICS_COLUMNS)}  # kind: file, columns
 
@@ -31,6 +40,10 @@ class CsvWriter:
         self.columns = tuple(columns)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            header = read_header(self.path)
+            if header:
+                self.columns = header
         self._file = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         if new:
@@ -50,6 +63,13 @@ class CsvWriter:
             self._file.close()
 
 
+def read_header(path: str | os.PathLike) -> tuple[str, ...]:
+    """The column names in the first line of a CSV file (() if it has none)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        first = next(csv.reader(f), [])
+    return tuple(first)
+
+
 def open_table(out_dir: str | os.PathLike, kind: str) -> CsvWriter:
     """The writer of ``kind``'s CSV (``TABLES``) in ``out_dir``."""
     name, columns = TABLES[kind]
@@ -61,20 +81,57 @@ class RunLogger:
     (periodic per-member training metrics) into ``out_dir``; every row starts with the columns that
     identify its run (agent, env, seed)."""
 
-    def __init__(self, out_dir: str | os.PathLike, agent: str, env: str, seeds: Sequence[int]):
+    def __init__(self, out_dir: str | os.PathLike, agent: str, env: str, seeds: Sequence[int],
+                 tensorboard: bool = False):
         self.out_dir = Path(out_dir)
         self.agent, self.env, self.seeds = agent, env, list(seeds)
         self._writers = {kind: open_table(self.out_dir, kind) for kind in TABLES}
+        self.tensorboard = TensorBoardWriter(self.out_dir / "tensorboard", self.seeds) if tensorboard else None
 
     def _id(self, member: int) -> dict[str, Any]:
         return {"agent": self.agent, "env": self.env, "seed": self.seeds[member]}
 
     def episode(self, member: int, **row: Any) -> None:
         self._writers["returns"].write({**self._id(member), **row})
+        if self.tensorboard is not None:
+            self.tensorboard.row(member, str(row.get("phase", "train")), row, RETURNS_SCALARS)
 
     def metric(self, member: int, **row: Any) -> None:
         self._writers["metrics"].write({**self._id(member), **row})
+        if self.tensorboard is not None:
+            self.tensorboard.row(member, "metrics", row, METRICS_SCALARS)
 
     def close(self) -> None:
         for writer in self._writers.values():
             writer.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+RETURNS_SCALARS = ("return", "length", "truncated", "q_estimate", "mc_return")
+METRICS_SCALARS = ("updates", "loss", "q_mean", "grad_norm", "epsilon", "sps")
+
+
+class TensorBoardWriter:
+    """One ``SummaryWriter`` per member (``<dir>/seed<seed>/``), so TensorBoard overlays the members' curves.
+    ``row`` writes each numeric, finite value of ``columns`` as ``<prefix>/<column>`` at the row's step."""
+
+    def __init__(self, directory: Path, seeds: Sequence[int]):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from rlzoo.errors import ConfigError
+            raise ConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard "
+                              "(or pip install -e '.[tensorboard]'), or set tensorboard=false") from None
+        self.writers = [SummaryWriter(log_dir=str(Path(directory) / f"seed{s}")) for s in seeds]
+
+    def row(self, member: int, prefix: str, row: dict, columns: Sequence[str]) -> None:
+        step, writer = int(row["step"]), self.writers[member]
+        for c in columns:
+            v = row.get(c)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
+                writer.add_scalar(f"{prefix}/{c}", float(v), step)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()

@@ -7,7 +7,8 @@ compiles a ``QNetwork`` built from parts it knows (``ObservationEncoder``, ``MLP
 ``DuelingHead``, each made of ``PopLinear`` layers) into numpy functions over views of the same parameter
 memory, so the numbers are always the live weights and the optimizer still steps torch parameters.
 
-``NumpyLearner.build`` returns ``None`` for anything it does not cover (a CNN torso, a new head, a TD rule
+``NumpyLearner.build`` returns ``None`` for anything it does not cover (a CNN torso, a new head such as C51's
+``CategoricalHead``, a head of noisy layers, a TD rule
 or loss without a twin here, a GPU, float64 parameters); the agent then uses autograd. Nothing outside
 this module needs to know it exists, and a new network part is correct without it. tests/test_numpy_backend.py
 checks it against autograd.
@@ -167,6 +168,9 @@ class NumpyNet:
     def covers(net: nn.Module) -> bool:
         parts = [getattr(net, name, None) for name in ("encoder", "torso", "head")]
         return (all(type(m) in table for m, table in zip(parts, (_ENCODERS, _TORSOS, _HEADS)))
+                # a known torso or head made of other layers (e.g. noisy ones, PopNoisyLinear) is not covered
+                and all(type(m) in (PopLinear, nn.ModuleList)
+                        for part in parts[1:] for m in list(part.modules())[1:])
                 and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in net.parameters()))
 
     def views_valid(self) -> bool:
@@ -264,9 +268,11 @@ class NumpyLearner:
         q_next = self.target.forward(next_obs)
         extra = (self.online.forward(next_obs),) if self.uses_online_next else ()
         if self.twin is not None:
-            y = self.twin(reward, terminated, gamma, q_next, *extra)
+            discount = gamma if batch.discount is None else batch.discount.numpy()  # n-step: gamma**k per sample
+            y = self.twin(reward, terminated, discount, q_next, *extra)
         else:
-            y = self.target_fn(batch.reward, batch.terminated, gamma, torch.from_numpy(q_next),
+            discount = gamma if batch.discount is None else batch.discount
+            y = self.target_fn(batch.reward, batch.terminated, discount, torch.from_numpy(q_next),
                                *(torch.from_numpy(x) for x in extra)).numpy()
         diff = q_sa - y
         if self.huber:  # smooth L1 with beta 1: c (d - c / 2) with c = clip(d, -1, 1)

@@ -26,6 +26,11 @@ most recent), and ``len()`` reports their count.
 
 On a CUDA device the stores live on the device; the host keeps only the integer bookkeeping and
 sends the sampled positions (a few KB) per batch.
+
+With ``n_step > 1`` the frames are still written at every step, and an ``NStepWriter`` (rlzoo.replay.nstep)
+delays each transition row by ``n_step - 1`` steps: the row of step ``t`` holds ``R_t``, ``gamma**k`` and the
+position of the last frame of ``s_{t+k}`` (``k`` frames after the last frame of ``s_t``: the ``k`` steps lie
+in one episode segment), from which ``s'`` is rebuilt like ``s``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 import torch
 
 from rlzoo.replay.memory import Replay
+from rlzoo.replay.nstep import NStepWriter
 from rlzoo.replay.samplers import UniformSampler, ValidSlots
 from rlzoo.replay.storage import Batch
 
@@ -45,11 +51,13 @@ class FrameStorage:
     """Transitions of stacked frames ``[K, H, W]`` (uint8), each frame stored once.
 
     ``frame_capacity`` optionally sets the frame store size per member (``None``:
-    ``capacity + capacity // 100 + 2K``).
+    ``capacity + capacity // 100 + 2K + n_step - 1``). ``n_step > 1``: each row holds an n-step transition
+    (module docstring) and a batch carries ``discount = gamma**k``.
     """
 
     def __init__(self, capacity: int, obs_shape: Sequence[int], obs_dtype, population: int,
-                 device: str | torch.device = "cpu", frame_capacity: int | None = None):
+                 device: str | torch.device = "cpu", frame_capacity: int | None = None, n_step: int = 1,
+                 gamma: float = 0.99):
         obs_shape = tuple(int(x) for x in obs_shape)
         if len(obs_shape) != 3:
             raise ValueError(f"replay=frames needs stacked frames of shape [stack, height, width], got "
@@ -62,9 +70,10 @@ class FrameStorage:
         self.capacity = int(capacity)
         self.stack = obs_shape[0]
         K = self.stack
-        self.frame_capacity = int(frame_capacity or self.capacity + self.capacity // 100 + 2 * K)
-        if self.frame_capacity < 2 * K + 1:
-            raise ValueError(f"replay.storage.frame_capacity must be >= {2 * K + 1}, got {self.frame_capacity}")
+        self.frame_capacity = int(frame_capacity or self.capacity + self.capacity // 100 + 2 * K + max(n_step, 1) - 1)
+        if self.frame_capacity < 2 * K + max(n_step, 1):  # a new episode's stack, then s .. s' of the newest row
+            raise ValueError(f"replay.storage.frame_capacity must be >= {2 * K + max(n_step, 1)}, got "
+                             f"{self.frame_capacity}")
         self.population = P = int(population)
         self.device = torch.device(device)
         C, F = self.capacity, self.frame_capacity
@@ -73,6 +82,12 @@ class FrameStorage:
         self.action = torch.zeros((P, C), dtype=torch.int64, device=dev)
         self.reward = torch.zeros((P, C), dtype=torch.float32, device=dev)
         self.terminated = torch.zeros((P, C), dtype=torch.float32, device=dev)
+        self.writer = NStepWriter(n_step, gamma, P) if n_step != 1 else None
+        if self.writer is not None:
+            self.discount = torch.zeros((P, C), dtype=torch.float32, device=dev)
+            self.next_last = np.zeros((P, C), dtype=np.int64)  # position of the last frame of s'
+            self._TENSORS = self._TENSORS + ("discount",)
+            self._ARRAYS = self._ARRAYS + ("next_last",)
         # Host bookkeeping (absolute positions, int64): per transition slot and per member.
         self.last = np.zeros((P, C), dtype=np.int64)   # position of the last frame of s
         self.first = np.zeros((P, C), dtype=np.int64)  # first stored frame of s's episode segment
@@ -85,7 +100,7 @@ class FrameStorage:
         self._rows = np.arange(P)
         self._offsets = np.arange(-K + 1, 2)  # s: offsets[:-1], s': offsets[1:]
         cpu = dev.type == "cpu"
-        self._np = {k: getattr(self, k).numpy() for k in ("frames", "action", "reward", "terminated")} if cpu else None
+        self._np = {k: getattr(self, k).numpy() for k in self._TENSORS} if cpu else None
 
     def __len__(self) -> int:
         """Usable transitions (the smallest over members)."""
@@ -93,7 +108,7 @@ class FrameStorage:
 
     def valid(self) -> ValidSlots:
         """Each member's usable transitions: absolute counts ``oldest .. added - 1``."""
-        return ValidSlots(self.oldest % self.capacity, self.added - self.oldest, self.capacity)
+        return ValidSlots(self.oldest % self.capacity, self.added - self.oldest, self.capacity, self.oldest)
 
     # -- writing -------------------------------------------------------------------------------
     def _write_frames(self, i: int, frames: np.ndarray) -> None:
@@ -115,13 +130,17 @@ class FrameStorage:
         self.cursor[i] = self.frames_written[i] - 1
 
     def restart_episodes(self) -> None:
-        """The next ``add`` starts a new frame segment for every member (its ``obs`` is stored whole)."""
+        """The next ``add`` starts a new frame segment for every member (its ``obs`` is stored whole); an
+        n-step writer ends its pending transitions at the last step."""
         self.cursor[:] = -1
         self.pending = [None] * self.population
+        if self.writer is not None:
+            self.writer.restart_episodes()
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int | None:
         """Store one transition per member (arrays with the member axis first); returns the slot written
-        (the same for every member: members write in lockstep).
+        (the same for every member: members write in lockstep). With ``n_step > 1`` that slot holds the
+        n-step transition of ``n_step - 1`` calls ago (None during the first ``n_step - 1`` calls).
 
         ``next_obs`` is the true next observation; ``obs`` of a member that did not end its episode
         at the previous call must be that call's ``next_obs`` (it is not stored again)."""
@@ -137,6 +156,8 @@ class FrameStorage:
                 if not np.array_equal(obs[i], self.pending[i]):
                     self._start_segment(i, obs[i])
             self.pending[i] = None  # also after a restart: a new segment continues nothing
+        if self.writer is not None:
+            return self._add_nstep(action, reward, next_obs, terminated, done)
         slot = self.added % self.capacity
         # s' adds one frame per member, right after the last frame of s.
         pos = (self.cursor + 1) % self.frame_capacity
@@ -159,6 +180,39 @@ class FrameStorage:
         self.added += 1
         for i in np.flatnonzero(done):
             self.pending[i] = next_obs[i].copy()
+        self._drop_overwritten()
+        return slot
+
+    def _add_nstep(self, action, reward, next_obs, terminated, done) -> int | None:
+        """The frame of ``s'`` now; the row of the step ``n_step - 1`` calls ago, once the writer completes it."""
+        pos = (self.cursor + 1) % self.frame_capacity
+        if self._np is not None:
+            self._np["frames"][self._rows, pos] = next_obs[:, -1]
+        else:
+            dev = self.device
+            self.frames[torch.from_numpy(self._rows).to(dev), torch.from_numpy(pos).to(dev)] = \
+                torch.from_numpy(np.ascontiguousarray(next_obs[:, -1])).to(dev)
+        out = self.writer.push(reward, terminated, done, first={"last": self.cursor, "first": self.seg_first,
+                                                                "action": action})
+        self.frames_written = self.cursor + 2
+        self.cursor = self.cursor + 1
+        for i in np.flatnonzero(done):
+            self.pending[i] = next_obs[i].copy()
+        if out is None:
+            return None
+        slot = self.added % self.capacity
+        values = {"action": out.first["action"], "reward": out.reward, "terminated": out.terminated,
+                  "discount": out.discount}
+        for key, value in values.items():
+            if self._np is not None:
+                self._np[key][:, slot] = value
+            else:
+                store = getattr(self, key)
+                store[:, slot] = torch.as_tensor(np.asarray(value), device=self.device).to(store.dtype)
+        self.last[:, slot] = out.first["last"]
+        self.first[:, slot] = out.first["first"]
+        self.next_last[:, slot] = out.first["last"] + out.k
+        self.added += 1
         self._drop_overwritten()
         return slot
 
@@ -187,10 +241,16 @@ class FrameStorage:
 
     # -- reading -------------------------------------------------------------------------------
     def frame_positions(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frame store indices ``[P, B, K + 1]`` (``s`` is ``[..., :K]``, ``s'`` is ``[..., 1:]``) and a
-        mask of the positions that are zero padding (before the episode segment's first frame)."""
+        """Frame store indices ``[P, B, K + 1]`` (``s`` is ``[..., :K]``, ``s'`` is ``[..., 1:]``; with
+        ``n_step > 1`` ``[P, B, 2K]``, ``s'`` is ``[..., K:]``) and a mask of the positions that are zero
+        padding (before the episode segment's first frame)."""
         rows = self._rows[:, None]
-        pos = self.last[rows, slots][..., None] + self._offsets  # [P, B, K+1]
+        if self.writer is None:
+            pos = self.last[rows, slots][..., None] + self._offsets  # [P, B, K+1]
+        else:  # s and s' apart: [P, B, 2K]
+            back = self._offsets[:-1]
+            pos = np.concatenate([self.last[rows, slots][..., None] + back,
+                                  self.next_last[rows, slots][..., None] + back], axis=-1)
         pad = pos < self.first[rows, slots][..., None]
         return pos % self.frame_capacity, pad
 
@@ -206,6 +266,7 @@ class FrameStorage:
                 x[pad] = 0
             x = torch.from_numpy(x)
             a, r, t = (torch.from_numpy(self._np[k][rows, slots]) for k in ("action", "reward", "terminated"))
+            d = torch.from_numpy(self._np["discount"][rows, slots]) if self.writer is not None else None
         else:
             dev = self.device
             idx_t, slots_t = torch.from_numpy(idx).to(dev), torch.from_numpy(slots).to(dev)
@@ -213,7 +274,9 @@ class FrameStorage:
             x = self.frames[rows_t[..., None], idx_t]
             x = x * (~torch.from_numpy(pad).to(dev))[..., None, None]
             a, r, t = (getattr(self, k)[rows_t, slots_t] for k in ("action", "reward", "terminated"))
-        return Batch(obs=x[:, :, :K], action=a, reward=r, next_obs=x[:, :, 1:], terminated=t, indices=slots)
+            d = self.discount[rows_t, slots_t] if self.writer is not None else None
+        return Batch(obs=x[:, :, :K], action=a, reward=r, next_obs=x[:, :, -K:], terminated=t, indices=slots,
+                     discount=d)
 
     # -- checkpointing -------------------------------------------------------------------------
     _TENSORS = ("frames", "action", "reward", "terminated")
@@ -223,6 +286,8 @@ class FrameStorage:
         state = {k: getattr(self, k) for k in self._TENSORS}
         state.update({k: getattr(self, k).copy() for k in self._ARRAYS})
         state.update(added=self.added, pending=[None if p is None else p.copy() for p in self.pending])
+        if self.writer is not None:
+            state["nstep"] = self.writer.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -232,6 +297,8 @@ class FrameStorage:
             getattr(self, k)[...] = state[k]
         self.added = int(state["added"])
         self.pending = [None if p is None else np.array(p) for p in state["pending"]]
+        if self.writer is not None:
+            self.writer.load_state_dict(state["nstep"])
 
 
 class FrameReplay(Replay):

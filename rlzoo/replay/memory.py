@@ -12,11 +12,14 @@ that ``Replay`` completes with the run-time facts::
     storage: {_target_: rlzoo.replay.TransitionStorage, _partial_: true}
     sampler: {_target_: rlzoo.replay.UniformSampler, _partial_: true}
 
-Storage is completed with ``capacity, obs_shape, obs_dtype, population, device``; sampler with ``seeds``.
+Storage is completed with ``capacity, obs_shape, obs_dtype, population, device``; sampler with ``seeds``
+and, where it names them, ``capacity`` and ``total_updates`` (the run's learner updates, for a schedule such
+as prioritized replay's beta). n-step returns are the storage's (``n_step``, ``gamma``: its writer).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,7 +34,8 @@ class Replay:
     ``sample`` ``batch_size`` per member."""
 
     def __init__(self, capacity: int, batch_size: int, storage: Callable, sampler: Callable,
-                 obs_shape: Sequence[int], obs_dtype, seeds: Sequence[int], device: str | torch.device = "cpu"):
+                 obs_shape: Sequence[int], obs_dtype, seeds: Sequence[int], device: str | torch.device = "cpu",
+                 total_updates: int | None = None):
         if capacity < 1:
             raise ValueError(f"replay.capacity must be >= 1, got {capacity}")
         if batch_size < 1:
@@ -41,7 +45,9 @@ class Replay:
         self.device = torch.device(device)
         self.storage = storage(capacity=self.capacity, obs_shape=tuple(int(x) for x in obs_shape),
                                obs_dtype=obs_dtype, population=self.population, device=self.device)
-        self.sampler = sampler(seeds=[int(s) for s in seeds])
+        facts = {"capacity": self.capacity, "total_updates": total_updates}
+        named = inspect.signature(sampler).parameters
+        self.sampler = sampler(seeds=[int(s) for s in seeds], **{k: v for k, v in facts.items() if k in named})
 
     def __len__(self) -> int:
         """Transitions that can be sampled (the smallest number over members)."""
@@ -49,8 +55,11 @@ class Replay:
 
     def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> None:
         """Store one transition per member (arrays with the member axis first); ``next_obs`` is the true
-        next observation, also at the end of an episode."""
-        self.sampler.added(self.storage.add(obs, action, reward, next_obs, terminated, truncated))
+        next observation, also at the end of an episode. (An n-step storage writes with a delay: a call may
+        write nothing.)"""
+        slot = self.storage.add(obs, action, reward, next_obs, terminated, truncated)
+        if slot is not None:
+            self.sampler.added(slot)
 
     def sample_indices(self) -> np.ndarray:
         """Draw ``[P, batch_size]`` slots (advances the sampler's streams, as ``sample`` does)."""

@@ -12,6 +12,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
+from rlzoo.replay.nstep import NStepWriter
 from rlzoo.replay.samplers import ValidSlots
 
 
@@ -25,6 +26,7 @@ class Batch(NamedTuple):
     terminated: torch.Tensor
     indices: np.ndarray | None = None  # [P, B] int64 sampled slots (host), for update_priorities
     weights: torch.Tensor | None = None  # [P, B] float32 importance weights; None: uniform sampling
+    discount: torch.Tensor | None = None  # [P, B] float32 gamma**k of an n-step transition; None: the agent's gamma
 
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
@@ -43,10 +45,13 @@ class TransitionStorage:
     ``next_obs`` is the true next observation, also when the episode ended there (the environment's
     final observation, not the first observation of the next episode). Slots ``0 .. len - 1`` are the
     written ones; once full, every slot is.
+
+    ``n_step > 1``: transitions pass through an ``NStepWriter`` (``rlzoo.replay.nstep``) and each slot holds
+    ``(s_t, a_t, R_t, s_{t+k}, terminated, gamma**k)``; a batch then carries ``discount = gamma**k``.
     """
 
     def __init__(self, capacity: int, obs_shape: Sequence[int], obs_dtype, population: int,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", n_step: int = 1, gamma: float = 0.99):
         if capacity < 1:
             raise ValueError(f"replay.capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
@@ -59,6 +64,10 @@ class TransitionStorage:
         self.action = torch.zeros((P, C), dtype=torch.int64, device=self.device)
         self.reward = torch.zeros((P, C), dtype=torch.float32, device=self.device)
         self.terminated = torch.zeros((P, C), dtype=torch.float32, device=self.device)
+        self.writer = NStepWriter(n_step, gamma, P) if n_step != 1 else None
+        if self.writer is not None:
+            self.discount = torch.zeros((P, C), dtype=torch.float32, device=self.device)
+            self._FIELDS = self._FIELDS + ("discount",)
         self._rows = torch.arange(P, device=self.device).unsqueeze(1)
         # On the CPU, write and gather through numpy views of the same memory (no per-call torch overhead).
         self._np = ({k: getattr(self, k).numpy() for k in self._FIELDS} if self.device.type == "cpu" else None)
@@ -78,11 +87,23 @@ class TransitionStorage:
         """Slots ``0 .. size - 1`` for every member."""
         return ValidSlots(self._start, np.full(self.population, self.size, dtype=np.int64), self.capacity)
 
-    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int:
+    def add(self, obs, action, reward, next_obs, terminated, truncated=None) -> int | None:
         """Store one transition per member (arrays with the member axis first); returns the slot written
         (the same for every member: members write in lockstep). ``truncated`` is not needed: ``s'`` is
-        stored whole."""
-        for key, value in zip(self._FIELDS, (obs, action, reward, next_obs, terminated)):
+        stored whole. With ``n_step > 1`` the slot written holds the n-step transition of ``n_step - 1``
+        calls ago (None during the first ``n_step - 1`` calls)."""
+        values = (obs, action, reward, next_obs, terminated)
+        if self.writer is not None:
+            done = np.asarray(terminated, dtype=bool)
+            if truncated is not None:
+                done = done | np.asarray(truncated, dtype=bool)
+            out = self.writer.push(reward, terminated, done, first={"obs": obs, "action": action},
+                                   last={"next_obs": next_obs})
+            if out is None:
+                return None
+            values = (out.first["obs"], out.first["action"], out.reward, out.last["next_obs"], out.terminated,
+                      out.discount)
+        for key, value in zip(self._FIELDS, values):
             if self._np is not None:
                 self._np[key][:, self.pos] = value
             else:
@@ -102,16 +123,27 @@ class TransitionStorage:
         else:
             idx = torch.from_numpy(indices).to(self.device)
             fields = (getattr(self, k)[self._rows, idx] for k in self._FIELDS)
+        if self.writer is not None:
+            *fields, discount = fields
+            return Batch(*fields, indices=indices, discount=discount)
         return Batch(*fields, indices=indices)
 
     def restart_episodes(self) -> None:
-        """Nothing to do: each transition stores its own ``s`` and ``s'``."""
+        """Each transition stores its own ``s`` and ``s'``; an n-step writer ends its pending transitions
+        at the last step (they bootstrap from its ``s'``)."""
+        if self.writer is not None:
+            self.writer.restart_episodes()
 
     def state_dict(self) -> dict:
-        return {"obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
-                "terminated": self.terminated, "pos": self.pos, "size": self.size}
+        state = {"obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
+                 "terminated": self.terminated, "pos": self.pos, "size": self.size}
+        if self.writer is not None:
+            state.update(discount=self.discount, nstep=self.writer.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("obs", "next_obs", "action", "reward", "terminated"):
+        for key in ("obs", "next_obs", "action", "reward", "terminated") + (("discount",) if self.writer else ()):
             getattr(self, key).copy_(torch.as_tensor(state[key]))
+        if self.writer is not None:
+            self.writer.load_state_dict(state["nstep"])
         self.pos, self.size = int(state["pos"]), int(state["size"])
