@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlzoo.agents.dqn import DQNAgent, clip_grad_norm_per_member
+from rlzoo.agents.dqn import DQNAgent
 from rlzoo.nets.heads import expected_value
 from rlzoo.replay import Batch
 
@@ -82,15 +82,8 @@ class C51Agent(DQNAgent):
         log_p = logits.gather(-2, index).squeeze(-2).log_softmax(dim=-1)  # log p(s, a) [P, B, N]
         m = self.td_target(batch)
         per_sample = -(m * log_p).sum(dim=-1)  # cross-entropy [P, B]
-        weighted = per_sample * batch.weights if batch.weights is not None else per_sample
-        member_loss = weighted.mean(dim=1)  # [P]
-        self.optimizer.zero_grad(set_to_none=True)
-        member_loss.sum().backward()  # sum, not mean: each member's gradient is its own
-        norms = None
-        if self.max_grad_norm:
-            grads = [p.grad for p in self.q_net.parameters() if p.grad is not None]
-            norms = clip_grad_norm_per_member(grads, self.max_grad_norm)
+        member_loss, norms = self._backward(per_sample, batch.weights)
         with torch.no_grad():
             kl = per_sample + torch.special.xlogy(m, m).sum(dim=-1)  # cross-entropy minus the entropy of m
             q_sa = expected_value(log_p.exp(), self.support)
-        return member_loss.detach(), q_sa.mean(dim=1), norms, kl
+        return member_loss, q_sa.mean(dim=1), norms, kl

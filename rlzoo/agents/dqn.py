@@ -122,9 +122,15 @@ class DQNAgent:
         """Autograd: sets the parameters' ``.grad``; returns ``(loss [P], q_mean [P], grad_norm, td_error [P, B])``."""
         q_sa = self.q_net(batch.obs).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         y = self.td_target(batch)
-        per_sample = self.loss_fn(q_sa, y, reduction="none")
-        if batch.weights is not None:  # importance weights of a prioritized sampler
-            per_sample = per_sample * batch.weights
+        member_loss, norms = self._backward(self.loss_fn(q_sa, y, reduction="none"), batch.weights)
+        q_sa = q_sa.detach()
+        return member_loss, q_sa.mean(dim=1), norms, y - q_sa
+
+    def _backward(self, per_sample: torch.Tensor, weights: torch.Tensor | None):
+        """Weight the per-sample losses ``[P, B]`` (importance weights of a prioritized sampler), average them
+        per member, set the gradients and clip them per member. Returns ``(member_loss [P], norms or None)``."""
+        if weights is not None:
+            per_sample = per_sample * weights
         member_loss = per_sample.mean(dim=1)  # [P]
         self.optimizer.zero_grad(set_to_none=True)
         member_loss.sum().backward()  # sum, not mean: each member's gradient is its own
@@ -132,8 +138,7 @@ class DQNAgent:
         if self.max_grad_norm:
             grads = [p.grad for p in self.q_net.parameters() if p.grad is not None]
             norms = clip_grad_norm_per_member(grads, self.max_grad_norm)
-        q_sa = q_sa.detach()
-        return member_loss.detach(), q_sa.mean(dim=1), norms, y - q_sa
+        return member_loss.detach(), norms
 
     def learn(self, batch: Batch, step: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One gradient step per member on its own minibatch, then the target rule; returns per-member
