@@ -260,8 +260,8 @@ def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent
 
     With ``resume=true`` the run continues from ``out_dir/checkpoint.pt``; without it, a directory that already
     holds results is refused. ``overrides`` (the command line) are recorded in checkpoints for the resume hint.
+    ``train`` has validated ``cfg``.
     """
-    validate(cfg)
     show = cfg.get("progress", True) if progress is None else progress
     config = OmegaConf.to_container(cfg, resolve=True)
     resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
