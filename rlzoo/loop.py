@@ -152,24 +152,40 @@ class LoopState:
 
 
 def evaluate(agent, envs, episodes: int, epsilon: float, rngs, num_actions: int, seeds=None,
-             use_action_mask: bool = False):
+             use_action_mask: bool = False, gamma: float | None = None, clip_rewards: bool = False):
     """Play ``episodes`` full episodes per member; returns per member a list of (return, length).
-    Members that have their episodes keep stepping (the environments step together) until all have."""
+    Members that have their episodes keep stepping (the environments step together) until all have.
+
+    With ``gamma`` each entry is ``(return, length, q_estimate, mc_return)``: the overestimation measure
+    of :func:`value_estimate_vs_return` on the evaluated policy's own episodes (the learning rewards:
+    their sign with ``clip_rewards``). With ``epsilon=0`` this compares the value estimates with the
+    true discounted return of the greedy policy they define (van Hasselt et al. 2016, section 3)."""
     obs, info = envs.reset(seed=seeds)
     legal = action_mask(info, use_action_mask)
     P = len(rngs)
     results = [[] for _ in range(P)]
     ret, length = np.zeros(P), np.zeros(P, dtype=np.int64)
+    ep_max_q, ep_rewards = [[] for _ in range(P)], [[] for _ in range(P)]
     while min(len(r) for r in results) < episodes:
-        actions, _ = epsilon_greedy(agent, obs, epsilon, rngs, num_actions, legal=legal)
+        actions, max_q = epsilon_greedy(agent, obs, epsilon, rngs, num_actions, need_q=gamma is not None, legal=legal)
         obs, reward, terminated, truncated, info = envs.step(actions)
         legal = action_mask(info, use_action_mask)
         ret += reward
         length += 1
+        if gamma is not None:
+            learn_reward = np.sign(reward) if clip_rewards else reward
+            for i in range(P):
+                ep_max_q[i].append(float(max_q[i]))
+                ep_rewards[i].append(float(learn_reward[i]))
         for i in np.flatnonzero(info.get("game_over", terminated | truncated)):  # episodic life: whole games
             if len(results[i]) < episodes:
-                results[i].append((float(ret[i]), int(length[i])))
-            ret[i], length[i] = 0.0, 0
+                if gamma is None:
+                    results[i].append((float(ret[i]), int(length[i])))
+                else:
+                    cut = bool(truncated[i] and not terminated[i])
+                    q = value_estimate_vs_return(ep_max_q[i], ep_rewards[i], gamma, cut)
+                    results[i].append((float(ret[i]), int(length[i]), q["q_estimate"], q["mc_return"]))
+            ret[i], length[i], ep_max_q[i], ep_rewards[i] = 0.0, 0, [], []
     return results
 
 
@@ -310,13 +326,15 @@ def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
             env_seeds, eval_rngs = evaluation_seeds(seeds, s.step)
             with getattr(agent, "evaluating", contextlib.nullcontext)():  # e.g. noisy layers: their mean weights
                 results = evaluate(agent, eval_envs, cfg.eval_episodes, cfg.eval_epsilon, eval_rngs, num_actions,
-                                   seeds=env_seeds, use_action_mask=cfg.action_mask)
+                                   seeds=env_seeds, use_action_mask=cfg.action_mask,
+                                   gamma=gamma if log_q_estimates else None, clip_rewards=cfg.clip_rewards)
             for i, member_results in enumerate(results):
-                for ret, length in member_results:
+                for ret, length, *q in member_results:
                     s.eval_episodes[i] += 1
+                    q_est = dict(q_estimate=q[0], mc_return=q[1]) if q else {}
                     logger.episode(i, phase="eval", step=s.step, episode=int(s.eval_episodes[i]),
-                                   **{"return": ret}, length=length, time=time.perf_counter() - start)
-            means = [float(np.mean([ret for ret, _ in m])) for m in results]
+                                   **{"return": ret}, length=length, time=time.perf_counter() - start, **q_est)
+            means = [float(np.mean([r[0] for r in m])) for m in results]
             for hook in on_evaluation:  # e.g. the progress line, the best-model saver: (step, member means)
                 hook(s.step, means)
 
