@@ -88,3 +88,12 @@ def double_categorical_target(reward: torch.Tensor, terminated: torch.Tensor, ga
     return, the target network's distribution for ``a'`` is shifted, discounted and projected."""
     p = _greedy_distribution(p_next_target, support, p_next_online)
     return categorical_projection(reward, gamma * (1.0 - terminated.to(reward.dtype)), p, support)
+
+
+def target_rule(double: bool, distributional: bool):
+    """The target rule two switches select (Rainbow's ablations, ``rlzoo.agents.rainbow``): Double or not, on
+    expected values (``dqn_target``, ``double_dqn_target``) or on return distributions (``categorical_dqn_target``,
+    ``double_categorical_target``)."""
+    if distributional:
+        return double_categorical_target if double else categorical_dqn_target
+    return double_dqn_target if double else dqn_target

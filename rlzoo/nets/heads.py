@@ -130,6 +130,24 @@ class DuelingCategoricalHead(_Categorical):
         return v + a - a.mean(dim=-2, keepdim=True)
 
 
+def make_head(in_features: int, num_actions: int, generators: Sequence[torch.Generator], dueling: bool = True,
+              distributional: bool = True, num_atoms: int = 51, v_min: float = -10.0, v_max: float = 10.0,
+              hidden: int = 0, layer: Layer = PopLinear) -> nn.Module:
+    """The head two switches select (Rainbow's ablations, ``rlzoo.agents.rainbow``): ``DuelingCategoricalHead``,
+    ``CategoricalHead``, ``DuelingHead`` or ``QHead``. The support keys apply to the distributional heads only;
+    ``hidden`` to all but ``QHead`` (which has no hidden layer: ``hidden`` > 0 with neither switch is refused)."""
+    if distributional:
+        cls = DuelingCategoricalHead if dueling else CategoricalHead
+        return cls(in_features, num_actions, generators, num_atoms=num_atoms, v_min=v_min, v_max=v_max,
+                   hidden=hidden, layer=layer)
+    if dueling:
+        return DuelingHead(in_features, num_actions, generators, hidden=hidden, layer=layer)
+    if hidden:
+        raise ValueError(f"agent.head.hidden={hidden}: the plain Q head (dueling and distributional both off) has "
+                         f"no hidden layer; set agent.head.hidden=0 or widen the torso (network.hidden_sizes)")
+    return QHead(in_features, num_actions, generators, layer=layer)
+
+
 def expected_value(probs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """``sum_i z_i p_i`` over the last axis: ``[..., N]`` -> ``[...]``."""
     return (probs * support).sum(dim=-1)
