@@ -36,9 +36,8 @@ COMPONENTS: dict[str, list[str]] = {  # name -> overrides; "dqn" is the baseline
     "dqn (autograd)": ["fast_path=false"],  # the learner path of every component below (no numpy fast path)
     "c51": ["agent=c51"],
     "noisy": ["agent=noisy_dqn"],
-    "c51 + double + dueling + noisy": ["agent=c51", "+agent/exploration=noisy",
-                                       "agent.target_fn._target_=rlzoo.targets.double_categorical_target",
-                                       "agent.head._target_=rlzoo.nets.DuelingCategoricalHead"],
+    "c51 + double + dueling + noisy": ["agent=rainbow", "n_step=1", "replay/sampler=uniform"],
+    "rainbow": ["agent=rainbow"],
 }
 
 COMMON = ["eval_every=0", "checkpoint_every=0", "progress=false", "nan_check=false", "device=cpu", "threads=1"]
