@@ -5,5 +5,8 @@
 - :mod:`analysis.stats`: IQM, stratified bootstrap confidence intervals, probability of improvement, differences
   of means, sustained threshold crossings, curve alignment
 - ``python -m analysis.plot_curves``, ``python -m analysis.summary``, ``python -m analysis.plot_overestimation``
-- ``python -m analysis.report``: the seed's claims, each with a figure, a table and a verdict
+- ``python -m analysis.report``: the seed's claims, each with a figure, a table and a verdict (plug-in claims in
+  :mod:`analysis.maxbias`, :mod:`analysis.corridor`, :mod:`analysis.minatar`)
+- ``python -m analysis.claims run --out DIR``: every claim's experiment sweeps in turn (``python -m rlzoo`` in a
+  subprocess), then the report
 """

@@ -156,6 +156,165 @@ def plot(df: pd.DataFrame, metric: str, reps: int, out: Path) -> list[Path]:
     return paths
 
 
+# --- the report's claims (analysis.report imports report_claims) ----------------------------------------------------
+
+LAST = 10  # logged points per seed averaged for its final error (as in main's default)
+REPS = 2000
+
+
+def _report_errors(runs) -> pd.DataFrame | None:
+    """The SE rows of the report's policy-evaluation runs (those with a q_error.csv), loaded once per Runs."""
+    cached = getattr(runs, "_corridor_errors", False)
+    if cached is not False:
+        return cached
+    dirs = [d for d in runs.run_dirs if (Path(d) / FILE).exists()]
+    df = None
+    if dirs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RunWarning)
+            try:
+                df = load_errors(dirs)
+            except SystemExit:
+                df = None
+    if df is not None:
+        df = df[df.net.isin(["single-stream", "dueling"])]
+        df = df if df.net.nunique() == 2 else None
+    runs._corridor_errors = df
+    return df
+
+
+def _out(out_dir, key: str) -> Path:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return Path(out_dir) / key
+
+
+def _arms(df: pd.DataFrame) -> dict[int, dict[str, np.ndarray]]:
+    """Per number of actions with both networks: each network's final SE per seed."""
+    finals = final_errors(df, "se", LAST)
+    out = {}
+    for n, g in finals.groupby("n_actions"):
+        by = {net: grp["se"].to_numpy(dtype=float) for net, grp in g.groupby("net")}
+        if {"single-stream", "dueling"} <= by.keys():
+            out[int(n)] = by
+    return out
+
+
+def growth_ci(arms: dict[int, dict[str, np.ndarray]], reps: int = REPS, seed: int = 0) -> tuple[float, float, float]:
+    """How much the gap ``mean(single) - mean(dueling)`` grows from the fewest to the most actions, with a
+    percentile-bootstrap interval (the seeds of each of the four samples resampled on their own)."""
+    lo_n, hi_n = min(arms), max(arms)
+    samples = [arms[hi_n]["single-stream"], arms[hi_n]["dueling"], arms[lo_n]["single-stream"], arms[lo_n]["dueling"]]
+    point = (samples[0].mean() - samples[1].mean()) - (samples[2].mean() - samples[3].mean())
+    rng = np.random.default_rng(seed)
+    boot = np.empty(reps)
+    for r in range(reps):
+        m = [x[rng.integers(0, len(x), len(x))].mean() for x in samples]
+        boot[r] = (m[0] - m[1]) - (m[2] - m[3])
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(point), float(lo), float(hi)
+
+
+def gap_figure(arms: dict[int, dict[str, np.ndarray]], out: Path) -> list[Path]:
+    """The gap single - dueling (left) and the ratio single / dueling (right) against the number of actions."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from analysis.stats import difference_ci
+
+    ns = sorted(arms)
+    gaps = [difference_ci([arms[n]["single-stream"]], [arms[n]["dueling"]], reps=REPS) for n in ns]
+    ratios = [ratio_ci(arms[n]["single-stream"], arms[n]["dueling"], REPS) for n in ns]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for ax, values, name, ref in ((axes[0], gaps, "SE single-stream − dueling", 0.0),
+                                  (axes[1], ratios, "SE single-stream / dueling", 1.0)):
+        est = np.array([v[0] for v in values])
+        err = np.array([[v[0] - v[1] for v in values], [v[2] - v[0] for v in values]])
+        ax.errorbar(ns, est, yerr=err, marker="o", capsize=4, color="tab:green")
+        ax.axhline(ref, color="0.5", lw=0.8, ls=":")
+        ax.set(xlabel="actions", ylabel=name, xticks=ns)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Final SE to $Q^\\pi$: 95% bootstrap intervals over seeds", fontsize=9)
+    fig.tight_layout()
+    paths = save_figure(fig, out, ("png",))
+    plt.close(fig)
+    return paths
+
+
+def _seed_table(arms) -> str:
+    rows = ["| actions | single-stream: SE [95% CI] | dueling: SE [95% CI] | single − dueling [95% CI] | "
+            "single / dueling [95% CI] | seeds |", "|---|---|---|---|---|---|"]
+    from analysis.stats import difference_ci
+    for n in sorted(arms):
+        s, d = arms[n]["single-stream"], arms[n]["dueling"]
+        cell = lambda v: f"{v[0]:.3g} [{v[1]:.3g}, {v[2]:.3g}]"  # noqa: E731
+        rows.append(f"| {n} | {cell(mean_ci(s, reps=REPS))} | {cell(mean_ci(d, reps=REPS))} | "
+                    f"{cell(difference_ci([s], [d], reps=REPS))} | {cell(ratio_ci(s, d, REPS))} | "
+                    f"{len(s)}/{len(d)} |")
+    return "\n".join(rows)
+
+
+def report_claims() -> list:
+    from analysis.report import Claim, Effect, Evidence, ROUGH_BELOW
+    from analysis.stats import difference_ci
+
+    common = dict(paper="Wang et al. 2016, Dueling Network Architectures for Deep Reinforcement Learning, section "
+                        "4.1 and Figure 3",
+                  testbed="policy evaluation on the corridor (`+experiment=dueling_corridor`: 68 states, 5, 10 "
+                          "and 20 actions of which the extra ones are no-ops; Expected-SARSA targets under an "
+                          "epsilon-greedy policy with epsilon 0.001; each number of actions is a stratum)",
+                  agents="dueling vs single-stream network")
+
+    class Lower(Claim):
+        def evaluate(self, runs, out_dir, colours):
+            df = _report_errors(runs)
+            arms = _arms(df) if df is not None else {}
+            if not arms:
+                return None
+            ns = sorted(arms)
+            est, lo, hi = difference_ci([arms[n]["dueling"] for n in ns], [arms[n]["single-stream"] for n in ns],
+                                        reps=REPS)
+            enough = any(len(a["dueling"]) >= 2 and len(a["single-stream"]) >= 2 for a in arms.values())
+            notes = [f"Per seed: the mean of its last {LAST} logged SE values (the squared error to the exact "
+                     "Q^pi, summed over states and actions). The effect averages the numbers of actions."]
+            if min(min(len(a["dueling"]), len(a["single-stream"])) for a in arms.values()) < ROUGH_BELOW:
+                notes.append(f"Fewer than {ROUGH_BELOW} seeds: the intervals are rough.")
+            figures = plot(df, "se", 500, _out(out_dir, self.key))
+            return Evidence(Effect(est, lo, hi, -1, "final SE: dueling minus single-stream", enough),
+                            _seed_table(arms), [f for f in figures if f.suffix == ".png"], notes)
+
+    class Grows(Claim):
+        def evaluate(self, runs, out_dir, colours):
+            df = _report_errors(runs)
+            arms = _arms(df) if df is not None else {}
+            if len(arms) < 2:
+                return None
+            est, lo, hi = growth_ci(arms)
+            lo_n, hi_n = min(arms), max(arms)
+            ratios = {n: ratio_ci(arms[n]["single-stream"], arms[n]["dueling"], REPS) for n in (lo_n, hi_n)}
+            enough = all(len(arms[n][k]) >= 2 for n in (lo_n, hi_n) for k in ("single-stream", "dueling"))
+            notes = [f"The gap in SE units grows with the error itself, which grows with the number of actions "
+                     f"(more Q-values to sum): as a ratio, single / dueling is "
+                     f"{ratios[lo_n][0]:.2f} [{ratios[lo_n][1]:.2f}, {ratios[lo_n][2]:.2f}] at {lo_n} actions and "
+                     f"{ratios[hi_n][0]:.2f} [{ratios[hi_n][1]:.2f}, {ratios[hi_n][2]:.2f}] at {hi_n}; the "
+                     "ratio's intervals say whether the relative advantage grows too."]
+            return Evidence(Effect(est, lo, hi, +1, f"(single − dueling) at {hi_n} actions minus at {lo_n}", enough),
+                            _seed_table(arms), gap_figure(arms, _out(out_dir, self.key)), notes)
+
+    return [
+        Lower("dueling_corridor", "Dueling evaluates a policy faster than a single-stream network",
+              "The dueling network learns V(s) in a stream of its own, so every update improves the values of all "
+              "actions; in policy evaluation on the corridor its error to Q^pi falls faster than a single-stream "
+              "network's.", metric=f"final SE to the exact Q^pi (each seed's mean over its last {LAST} logged "
+              "points)", figure_text="SE to Q^pi over training, per number of actions (95% bootstrap bands)",
+              **common),
+        Grows("dueling_corridor_actions", "Dueling's advantage grows with the number of actions",
+              "The more (redundant) actions, the larger the dueling network's advantage: with 5, 10 and 20 actions "
+              "the gap between the two networks widens.", metric="the gap in final SE (single-stream minus "
+              "dueling) at the most actions minus that at the fewest",
+              figure_text="the gap and the ratio between the networks against the number of actions", **common),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = Parser(prog="python -m analysis.corridor", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="run or sweep directories (or glob patterns)")

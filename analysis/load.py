@@ -40,9 +40,10 @@ METRICS_COLUMNS = ("agent", "env", "seed", "step", "updates", "loss", "q_mean", 
 RUN_FILES = ("returns.csv", "metrics.csv")
 
 # Keys that say how a run was executed or logged, not what was learned: never part of a run's identity.
-# (Some of them change numbers in the last digits, e.g. threads; they still do not make another algorithm.)
-EXECUTION_KEYS = {"seed", "n_seeds", "progress", "device", "threads", "torch_threads", "processes",
-                  "learner_workers", "cpu_numpy", "fast_path", "optimizer.fused", "checkpoint_every", "resume",
+# device, threads and fast_path are not among them: they change a run's numbers (in the last digits), so a
+# resumed run may not change them (rlzoo.io.checkpoint.RESUME_MAY_CHANGE) and they enter labels.
+EXECUTION_KEYS = {"seed", "n_seeds", "progress", "torch_threads", "processes",
+                  "learner_workers", "cpu_numpy", "optimizer.fused", "checkpoint_every", "resume",
                   "nan_check", "log_every", "log_q_estimates", "tensorboard", "logger"}
 # Keys of the experiment's protocol: part of a run's identity (two runs that differ in them are not
 # repeats of each other) but not of an algorithm's label (seeds trained for different budgets or

@@ -141,7 +141,8 @@ def markdown(table: pd.DataFrame, optimal: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(curve: pd.DataFrame, optimal: float, out: Path, labels: Sequence[str]) -> None:
+def plot(curve: pd.DataFrame, optimal: float, out: Path, labels: Sequence[str], colours: dict | None = None,
+         formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -149,7 +150,7 @@ def plot(curve: pd.DataFrame, optimal: float, out: Path, labels: Sequence[str]) 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label in labels:
         c = curve[curve["label"] == label]
-        colour = COLOURS.get(label)
+        colour = (colours or {}).get(label) or COLOURS.get(label)
         name = f"{NAMES.get(label, label)} ({int(c['seeds'].iloc[0])} seeds)"
         ax.plot(c["episode"], c["left_pct"], color=colour, lw=1.2, label=name)
         ax.fill_between(c["episode"], c["ci_low"], c["ci_high"], color=colour, alpha=0.2, lw=0)
@@ -161,9 +162,86 @@ def plot(curve: pd.DataFrame, optimal: float, out: Path, labels: Sequence[str]) 
     ax.legend(frameon=False, loc="upper right")
     ax.set_title("Maximisation bias (Sutton & Barto, Example 6.7); bands: 95% Wilson", fontsize=9)
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        fig.savefig(out.with_suffix(f".{ext}"), dpi=150)
+    paths = [out.with_name(f"{out.name}.{ext}") for ext in formats]
+    for path in paths:
+        fig.savefig(path, dpi=150)
     plt.close(fig)
+    return paths
+
+
+# --- the report's claims (analysis.report imports report_claims) ----------------------------------------------------
+
+EPISODES = 300  # the book's
+
+
+def _maxbias_env(env: str) -> bool:
+    return str(env).startswith("rlzoo/MaxBias")
+
+
+def left_share(df: pd.DataFrame, first: int = 1, last: int = EPISODES) -> pd.DataFrame:
+    """Per seed (unit): the percentage of its training episodes ``first``..``last`` that went left from A
+    (length 2): ``[env, label, unit, score]``. A seed with fewer episodes uses those it has."""
+    train = df[(df["phase"] == "train") & df["episode"].between(first, last)]
+    g = (train["length"] >= 2).groupby([train["env"], train["label"], train["unit"]]).mean() * 100
+    return g.rename("score").reset_index()[["env", "label", "unit", "score"]]
+
+
+def late_overestimation(df: pd.DataFrame, first: int = 251, last: int = EPISODES) -> pd.DataFrame:
+    """Per seed: the mean logged ``q_estimate - mc_return`` over its training episodes ``first``..``last``."""
+    train = df[(df["phase"] == "train") & df["episode"].between(first, last)].dropna(subset=["q_estimate", "mc_return"])
+    g = (train["q_estimate"] - train["mc_return"]).groupby([train["env"], train["label"], train["unit"]]).mean()
+    return g.rename("score").reset_index()[["env", "label", "unit", "score"]]
+
+
+def left_figure(df: pd.DataFrame, out: Path, colours: dict[str, str]) -> list[Path]:
+    """The book's figure for the runs of one claim: % left from A per episode, 95% Wilson bands."""
+    train = df[df["phase"] == "train"]
+    if train.empty:
+        return []
+    episodes = int(min(EPISODES, train.groupby("unit")["episode"].max().min()))
+    matrices = left_matrix(df, episodes)
+    if not matrices:
+        return []
+    labels = sorted(matrices, key=lambda l: (list(NAMES).index(l) if l in NAMES else len(NAMES), l))
+    return plot(left_curve(matrices), 0.05, Path(out), labels, colours, formats=("png",))
+
+
+def report_claims() -> list:
+    from analysis.report import Arm, Comparison, _with_replay
+
+    online = lambda identity: not _with_replay(identity)  # noqa: E731 -- the book's agents learn from each step
+    windows = (("left, episodes 11-50 (%)", lambda d: left_share(d, 11, 50), 1),
+               ("left, episodes 251-300 (%)", lambda d: left_share(d, 251, 300), 1),
+               ("overestimation, episodes 251-300", late_overestimation, 3))
+    common = dict(paper="Sutton and Barto 2018, Reinforcement Learning: An Introduction (2nd ed.), section 6.7, "
+                        "Example 6.7 and Figure 6.5; van Hasselt 2010, Double Q-learning",
+                  metric=f"the percentage of the first {EPISODES} episodes that went left from A (the optimum "
+                         "under epsilon-greedy with epsilon 0.1 is 5%)",
+                  short=f"left, episodes 1-{EPISODES} (%)",
+                  figure_text="% of episodes that went left from A, per episode (95% Wilson bands)",
+                  sign=-1, envs=_maxbias_env, differ=("agent",), metric_fn=left_share, figure=left_figure,
+                  extras=windows, digits=1)
+    return [
+        Comparison(
+            key="maxbias_tabular", title="Double Q-learning removes the maximisation bias",
+            statement="Q-learning's target takes the maximum over noisy estimates and so overestimates; on the "
+                      "maximisation-bias MDP it learns to prefer the worse action (left, towards B's many noisy "
+                      "actions), while Double Q-learning, whose two tables choose and value the next action "
+                      "separately, is hardly misled.",
+            testbed="the maximisation-bias MDP (`env=maxbias`: A with left/right, B with 10 actions whose "
+                    "rewards are N(-0.1, 1)), the book's settings (`+experiment=maxbias`)",
+            agents="Double Q-learning vs Q-learning, tables learning online from each step (no replay)",
+            baseline=Arm("Q-learning", ("qtable",), online),
+            treatment=Arm("Double Q-learning", ("double_qtable",), online), **common),
+        Comparison(
+            key="maxbias_dqn", title="Double DQN removes the maximisation bias with a network",
+            statement="The same claim for the deep agents: Double DQN's target (the online network chooses, the "
+                      "target network values) should go left from A less often than DQN's.",
+            testbed="the maximisation-bias MDP with one-hot states (`+experiment=maxbias_dqn`: an MLP with 32 "
+                    "hidden units, with and without replay; each setting is a stratum)",
+            agents="Double DQN vs DQN",
+            baseline=Arm("DQN", ("dqn",)), treatment=Arm("Double DQN", ("double_dqn",)), **common),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -52,7 +52,7 @@ from analysis.load import (ENV_PREFIX, RunWarning, add_labels, find_run_dirs, lo
 from analysis.stats import difference_ci, mean_ci  # noqa: E402
 from analysis.summary import LAST_EVALS, ROUGH_BELOW, final_scores, fmt_ci, overestimation_gaps  # noqa: E402
 
-PLUGINS = ("analysis.maxbias", "analysis.corridor")
+PLUGINS = ("analysis.maxbias", "analysis.corridor", "analysis.minatar")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "no runs given")
 
 
@@ -223,6 +223,10 @@ class Comparison(Claim):
     metric_fn: Callable[[pd.DataFrame], pd.DataFrame] = final_return
     figure: Callable[[pd.DataFrame, Path, dict], list[Path]] = curves_figure
     digits: int = 1
+    # more per-arm columns for the table: (column name, metric function like metric_fn, digits)
+    extras: tuple = ()
+    # (key of another claim, why the two may differ): the report sets their verdicts side by side
+    contrast: tuple[str, str] | None = None
 
     def signature(self, identity: dict[str, str]) -> tuple:
         if self.match is not None:
@@ -247,6 +251,33 @@ class Comparison(Claim):
                     g[side].append(run_dir)
         return [g for g in groups.values() if g["baseline"] and g["treatment"]]
 
+    def unmatched(self, runs: Runs) -> str | None:
+        """When both arms have runs on one environment but no stratum pairs them: the keys in which the closest
+        pair differs (what to align), else None."""
+        df = runs.returns
+        if df.empty:
+            return None
+        sides: dict[str, dict[str, list]] = {}
+        for run_dir, agent, env in df[["run_dir", "agent", "env"]].drop_duplicates().itertuples(index=False):
+            if self.envs(env):
+                ident = runs.identity(run_dir)
+                for side, arm in (("baseline", self.baseline), ("treatment", self.treatment)):
+                    if arm.holds(agent, ident):
+                        sides.setdefault(env, {"baseline": [], "treatment": []})[side].append(dict(self.signature(ident)))
+        best = None
+        for env, s in sorted(sides.items()):
+            for a in s["baseline"]:
+                for b in s["treatment"]:
+                    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                    if best is None or len(keys) < len(best[1]):
+                        best = (env, keys, a, b)
+        if best is None or not best[1]:
+            return None
+        env, keys, a, b = best
+        diff = ", ".join(f"`{k}` ({a.get(k, 'unset')} vs {b.get(k, 'unset')})" for k in keys[:6])
+        return (f"Runs of both arms were found on {env} ({self.baseline.name}, {self.treatment.name}), but they "
+                f"differ in {diff}{' and more' if len(keys) > 6 else ''}: no matched pair.")
+
     def evaluate(self, runs: Runs, out_dir: Path, colours: dict[str, str]) -> Evidence | None:
         strata = self.strata(runs)
         if not strata:
@@ -268,8 +299,13 @@ class Comparison(Claim):
                 est = mean_ci(scores[side]) if len(scores[side]) else (np.nan, np.nan, np.nan)
                 where = ", ".join(f"`{short_path(r)}`" for r in sorted(s[side]))
                 seeds = f"{len(scores[side])}" + (" *" if len(scores[side]) < ROUGH_BELOW else "")
+                cells = [fmt_ci(*est, digits=self.digits)]
+                for _, fn, digits in self.extras:
+                    v = fn(d)["score"].to_numpy(dtype=float)
+                    v = v[np.isfinite(v)]
+                    cells.append(fmt_ci(*mean_ci(v), digits=digits) if len(v) else "—")
                 rows.append(f"| {i} | {s['env']} | {getattr(self, side).name} | {where} | {seeds} | "
-                            f"{fmt_ci(*est, digits=self.digits)} |")
+                            + " | ".join(cells) + " |")
             if len(scores["baseline"]) and len(scores["treatment"]):
                 xs.append(scores["treatment"])
                 ys.append(scores["baseline"])
@@ -280,13 +316,15 @@ class Comparison(Claim):
         effect = Effect(est, lo, hi, self.sign,
                         f"{self.short or self.metric}: {self.treatment.name} minus {self.baseline.name}",
                         enough)
-        table = "\n".join(["| stratum | env | arm | runs | seeds | mean [95% CI] |", "|---|---|---|---|---|---|",
-                           *rows])
+        names = [self.short or self.metric, *(name for name, _, _ in self.extras)]
+        table = "\n".join(["| stratum | env | arm | runs | seeds | " + " | ".join(f"{n}: mean [95% CI]" for n in names)
+                           + " |", "|---|---|---|---|---|" + "---|" * len(names), *rows])
         if len(strata) > 1:
             notes.append(f"{len(strata)} strata (runs that agree on every other setting); the effect averages them.")
         if any(" * |" in r for r in rows):
             notes.append(f"\\* fewer than {ROUGH_BELOW} seeds: the intervals are rough.")
         data = relabel(pd.concat(used, ignore_index=True), runs)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         figures = self.figure(data, out_dir / self.key, {**colours, **palette(sorted(data["label"].unique()))})
         return Evidence(effect, table, figures, notes)
 
@@ -298,6 +336,18 @@ SMALL_STATE_ENVS = ("FrozenLake-v1", "FrozenLake8x8-v1", "CliffWalking-v0", "Cli
 # Classic-control tasks with continuous states, where the Q-table must discretise.
 CONTINUOUS_STATE_ENVS = ("CartPole-v0", "CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v2", "LunarLander-v3")
 PROTOCOL = ("total_steps", "eval_every", "eval_episodes", "eval_epsilon", "gamma")
+# Testbeds with claims of their own (analysis.minatar, analysis.maxbias, analysis.corridor): the general ablation
+# and overestimation claims leave them out, so that no claim averages over testbeds of different scales.
+OWN_CLAIMS_PREFIXES = ("MinAtar/", "rlzoo/MaxBias", "rlzoo/Corridor", "rlzoo/Bandit", "rlzoo/NoisyBandit")
+
+
+def is_minatar(env: str) -> bool:
+    return str(env).startswith("MinAtar/")
+
+
+def general_testbed(env: str) -> bool:
+    """An environment without claims of its own (see :data:`OWN_CLAIMS_PREFIXES`)."""
+    return not str(env).startswith(OWN_CLAIMS_PREFIXES)
 
 
 def _with_replay(identity: dict[str, str]) -> bool:
@@ -320,8 +370,15 @@ def _without_target(identity: dict[str, str]) -> bool:
     return _hard_sync(identity) and number(identity, "target_sync.every") == 1
 
 
+def _soft_target(identity: dict[str, str]) -> bool:
+    """A Polyak-averaged target network that lags the online one (soft sync with tau < 1)."""
+    tau = number(identity, "target_sync.tau")
+    return not _hard_sync(identity) and tau is not None and 0 < tau < 1
+
+
 def _standard_dqn(identity: dict[str, str]) -> bool:
-    return _with_replay(identity) and _with_target(identity)
+    """Replay and a target network, copied (hard) or averaged (soft, today's default on CartPole)."""
+    return _with_replay(identity) and (_with_target(identity) or _soft_target(identity))
 
 
 CLAIMS: list = [
@@ -349,29 +406,32 @@ CLAIMS: list = [
         statement="Without a target network the TD target moves with every update and DQN diverges; with it, "
                   "DQN learns.",
         paper="Mnih et al. 2015, Extended Data Table 3; Young and Tian 2019 (MinAtar), the ablation",
-        testbed="any environment with the ablation runs (CartPole-v1 here; MinAtar where run)",
+        testbed="the ablation runs on classic control (CartPole-v1 here; MinAtar has its own claim below)",
         agents="DQN with a target network vs DQN whose target is copied after every update (target_sync.every=1), "
                "with and without replay",
         metric="final return", figure_text="evaluation returns over training",
         baseline=Arm("no target network", ("dqn",), _without_target),
-        treatment=Arm("target network", ("dqn",), _with_target), sign=+1, differ=("target_sync",)),
+        treatment=Arm("target network", ("dqn",), _with_target), sign=+1, differ=("target_sync",),
+        envs=general_testbed),
     Comparison(
         key="experience_replay", title="Experience replay makes DQN stable",
         statement="Learning from a large replay memory, rather than from the last few transitions, decorrelates "
                   "the updates; without it DQN learns worse.",
         paper="Mnih et al. 2015, Extended Data Table 3; Young and Tian 2019 (MinAtar), the ablation",
-        testbed="any environment with the ablation runs (CartPole-v1 here; MinAtar where run)",
+        testbed="the ablation runs on classic control (CartPole-v1 here; MinAtar has its own claim below)",
         agents="DQN with replay vs DQN whose memory holds one batch (buffer_size = batch_size), with and "
                "without a target network",
         metric="final return", figure_text="evaluation returns over training",
         baseline=Arm("no replay", ("dqn",), lambda i: not _with_replay(i)),
-        treatment=Arm("replay", ("dqn",), _with_replay), sign=+1, differ=("buffer_size", "replay")),
+        treatment=Arm("replay", ("dqn",), _with_replay), sign=+1, differ=("buffer_size", "replay"),
+        envs=general_testbed),
     Comparison(
         key="double_overestimation", title="Double DQN reduces overestimation",
         statement="The max in Q-learning's target overestimates action values; Double DQN's target (online "
                   "network chooses, target network evaluates) brings the estimates closer to the true returns.",
         paper="van Hasselt, Guez and Silver 2016, Deep Reinforcement Learning with Double Q-learning (Figure 3)",
-        testbed="any environment with matched DQN and Double DQN runs logging q_estimate (CartPole-v1, FrozenLake here)",
+        testbed="matched DQN and Double DQN runs logging q_estimate on classic control and toy-text tasks "
+                "(CartPole-v1, FrozenLake here; MinAtar and the maximisation-bias MDP have their own claims)",
         agents="Double DQN vs DQN",
         metric="overestimation: the mean of q_estimate - mc_return (max-Q estimate minus the discounted return "
                "obtained) over the episodes of the second half of the run (the greedy evaluation episodes where "
@@ -379,7 +439,7 @@ CLAIMS: list = [
         figure_text="value estimate and true discounted return over training, and their gap",
         short="overestimation gap",
         baseline=Arm("DQN", ("dqn",)), treatment=Arm("Double DQN", ("double_dqn",)), sign=-1, differ=("agent",),
-        metric_fn=overestimation, figure=overestimation_figure, digits=2),
+        metric_fn=overestimation, figure=overestimation_figure, digits=2, envs=general_testbed),
 ]
 
 
@@ -405,6 +465,18 @@ def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
 
 
+def contrast_line(claim, evidence: Evidence, n_other: int, other, other_evidence: Evidence | None, why: str) -> str:
+    """The paragraph that sets a claim's verdict beside another testbed's verdict of the same claim."""
+    e = evidence.effect
+    link = f"[{n_other}. {other.title}](#{n_other}-{_anchor(other.title)})"
+    if other_evidence is None:
+        return f"**Against {link}:** that claim had no runs here, so the two testbeds cannot be compared."
+    o = other_evidence.effect
+    same = e.verdict == o.verdict
+    return (f"**Against {link}:** there the verdict is *{o.verdict}* ({fmt_ci(o.estimate, o.lo, o.hi, 1)}), here "
+            f"*{e.verdict}*: the two testbeds {'agree' if same else 'differ'}." + ("" if same else f" {why}"))
+
+
 def write_report(paths: Sequence[str | Path], out_dir: str | Path, claims: Sequence | None = None,
                  command: str | None = None) -> tuple[Path, list[dict], list[Path]]:
     """Evaluate every claim on the runs under ``paths``; write ``out_dir/report.md`` and the figures.
@@ -416,8 +488,9 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, claims: Seque
     claims = all_claims() if claims is None else list(claims)
     colours = palette(sorted(runs.returns["label"].dropna().unique())) if len(runs.returns) else {}
     results, sections, written = [], [], []
-    for n, claim in enumerate(claims, 1):
-        evidence = claim.evaluate(runs, out_dir, colours)
+    evidences = [claim.evaluate(runs, out_dir, colours) for claim in claims]
+    by_key = {c.key: (n, c, ev) for n, (c, ev) in enumerate(zip(claims, evidences), 1)}
+    for n, (claim, evidence) in enumerate(zip(claims, evidences), 1):
         head = [f"## {n}. {claim.title}", "",
                 f"**What the seed says.** {claim.statement}", "",
                 f"**Source.** {claim.paper}. **Testbed.** {claim.testbed}. **Agents.** {claim.agents}. "
@@ -425,7 +498,9 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, claims: Seque
         if evidence is None:
             results.append(dict(key=claim.key, title=claim.title, verdict="no runs given", effect=np.nan, lo=np.nan,
                                 hi=np.nan))
-            sections += head + ["**Verdict: no runs given** (none of the given directories holds runs for it).", ""]
+            why = claim.unmatched(runs) if hasattr(claim, "unmatched") else None
+            sections += head + ["**Verdict: no runs given** (" + (why or "none of the given directories holds runs "
+                                                                   "for it.") + ")", ""]
             continue
         e = evidence.effect
         written += evidence.figures
@@ -433,13 +508,16 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, claims: Seque
         digits = getattr(claim, "digits", 2)
         direction = "higher" if e.sign > 0 else "lower"
         sections += head
-        for fig in evidence.figures:
+        for fig in (f for f in evidence.figures if Path(f).suffix.lower() in (".png", ".svg", ".jpg")):
             sections += [f"![{claim.figure_text}]({Path(fig).relative_to(out_dir).as_posix()})", ""]
         sections += [evidence.table, ""]
         sections += [f"{note}" for note in evidence.notes] + ([""] if evidence.notes else [])
         sections += [f"**Verdict: {e.verdict}.** Effect ({e.what}; the claim: {direction}): "
                      f"{fmt_ci(e.estimate, e.lo, e.hi, digits)}"
                      + ("" if e.enough_seeds else " (fewer than 2 seeds per arm)") + ".", ""]
+        contrast = getattr(claim, "contrast", None)
+        if contrast and contrast[0] in by_key:
+            sections += [contrast_line(claim, evidence, *by_key[contrast[0]], contrast[1]), ""]
     lines = ["# The seed's claims, checked", "",
              f"Runs: {', '.join(f'`{p}`' for p in runs.paths)} ({len(runs.run_dirs)} run directories)."
              + (f" Made with `{command}`." if command else ""), "",
@@ -457,7 +535,14 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, claims: Seque
               f"With fewer than {ROUGH_BELOW} seeds (marked \\*) the intervals are rough.", "", *sections]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines).rstrip() + "\n")
-    return report, results, written
+    # the claims table for a page one level up (results/reference/README.md beside results/reference/report/)
+    table = ["| claim | verdict | effect [95% CI] |", "|---|---|---|"]
+    for n, r in enumerate(results, 1):
+        eff = "—" if r["verdict"] == "no runs given" else fmt_ci(r["effect"], r["lo"], r["hi"], 2)
+        table.append(f"| [{n}. {r['title']}]({out_dir.name}/report.md#{n}-{_anchor(r['title'])}) | {r['verdict']} "
+                     f"| {eff} |")
+    (out_dir / "claims_table.md").write_text("\n".join(table) + "\n")
+    return report, results, [out_dir / "claims_table.md", *written]
 
 
 def main(argv=None) -> int:

@@ -124,6 +124,24 @@ def overestimation_gaps(df: pd.DataFrame, gap_from: float = 0.5, exclude_length:
     return pd.DataFrame(rows, columns=["env", "label", "unit", "gap", "q_estimate", "mc_return"])
 
 
+def last_eval_gaps(df: pd.DataFrame, last_evals: int = LAST_EVALS) -> pd.DataFrame:
+    """Per unit: the overestimation of the greedy policy, the mean of ``q_estimate - mc_return`` over the
+    evaluation episodes of the unit's last ``last_evals`` evaluations that carry both (``q_estimate``: the mean
+    of ``max_a Q(s, a)`` over an evaluation episode's states; ``mc_return``: the discounted return the greedy
+    policy got from them), with the means of the two and the number of episodes used."""
+    d = df[df["phase"] == "eval"]
+    if "q_estimate" not in d or "mc_return" not in d:
+        d = d.iloc[0:0]
+    d = d.dropna(subset=["q_estimate", "mc_return"])
+    rows = []
+    for (env, label, unit), g in d.groupby(["env", "label", "unit"]):
+        late = g[g["step"].isin(sorted(g["step"].unique())[-last_evals:])]
+        rows.append(dict(env=env, label=label, unit=unit, gap=float((late["q_estimate"] - late["mc_return"]).mean()),
+                         q_estimate=float(late["q_estimate"].mean()), mc_return=float(late["mc_return"].mean()),
+                         episodes=len(late)))
+    return pd.DataFrame(rows, columns=["env", "label", "unit", "gap", "q_estimate", "mc_return", "episodes"])
+
+
 def fmt_ci(est, lo, hi, digits=1) -> str:
     if not np.isfinite(est):
         return "—"

@@ -202,7 +202,7 @@ def test_unfinished_run_is_flagged_and_left_out_of_the_summary(tmp_path, capsys)
 def test_labels_tell_ablations_apart(tmp_path):
     evals = {100: [1.0]}
     write_run(tmp_path / "full", "dqn", [0], evals, total_steps=100,
-              overrides=["agent=dqn", "n_seeds=1", "threads=2"])  # execution settings: no label
+              overrides=["agent=dqn", "n_seeds=1", "progress=false"])  # execution settings: no label
     write_run(tmp_path / "norep", "dqn", [0], evals, total_steps=100,
               overrides=["agent=dqn", "buffer_size=64", "n_seeds=1", "+experiment=x"])
     write_run(tmp_path / "double", "double_dqn", [0], evals, total_steps=100, overrides=["agent=double_dqn"])
@@ -285,6 +285,47 @@ def test_overestimation_gap(tmp_path):
     write_run(tmp_path / "r", "dqn", [0], train=train, total_steps=100)
     gaps = summary.overestimation_gaps(load_returns([tmp_path]), gap_from=0.5)
     assert gaps["gap"].iloc[0] == pytest.approx(((3 - 1) + (5 - 1)) / 2)
+
+
+
+def write_eval_estimates(run_dir: Path, agent: str, rows) -> Path:
+    """A run whose greedy evaluations log the estimate: rows (seed, step, q_estimate, mc_return), one episode each;
+    training rows without it."""
+    seeds = sorted({r[0] for r in rows})
+    steps = sorted({r[1] for r in rows})
+    write_run(run_dir, agent, seeds, {s: [1.0] * len(seeds) for s in steps}, total_steps=steps[-1])
+    lines = [HEADER] + [f"{agent},Toy-v0,{seed},train,{step - 1},1,1.0,10,5.0,0.0,0.1\n" for seed, step, _, _ in rows]
+    lines += [f"{agent},Toy-v0,{seed},eval,{step},1,1.0,10,{q},{mc},0.1\n" for seed, step, q, mc in rows]
+    (run_dir / "returns.csv").write_text("".join(lines))
+    return run_dir
+
+
+def test_overestimation_of_the_greedy_policy_uses_the_last_evaluations(tmp_path, capsys):
+    # seed 0: gaps 9 (early), then 1, 2, 3 in the last three evaluations; seed 1: 9, then 0, 0, 0
+    rows = [(0, 100, 10.0, 1.0), (0, 200, 2.0, 1.0), (0, 300, 3.0, 1.0), (0, 400, 4.0, 1.0),
+            (1, 100, 10.0, 1.0), (1, 200, 1.0, 1.0), (1, 300, 1.0, 1.0), (1, 400, 1.0, 1.0)]
+    write_eval_estimates(tmp_path / "r", "dqn", rows)
+    df = load_returns([tmp_path])
+    gaps = summary.last_eval_gaps(df, last_evals=3).set_index("unit")
+    assert gaps["gap"].tolist() == pytest.approx([2.0, 0.0]) and gaps["episodes"].tolist() == [3, 3]
+    assert gaps["q_estimate"].tolist() == pytest.approx([3.0, 1.0]) and gaps["mc_return"].tolist() == [1.0, 1.0]
+    assert summary.last_eval_gaps(df, last_evals=4)["gap"].tolist() == pytest.approx([(9 + 6) / 4, 9 / 4])
+    # the training rows (gap 5) are not the evaluation's
+    assert summary.overestimation_gaps(df, 0.0)["gap"].tolist() == pytest.approx([5.0, 5.0])
+    # the figure and the printed table on the evaluation episodes: one point per evaluation
+    data = plot_overestimation.overestimation_data(df, phase="eval")
+    gap = data[data["quantity"] == "gap"].sort_values(["unit", "step"])
+    assert gap["step"].tolist() == [100, 200, 300, 400] * 2 and gap["value"].tolist() == [9, 1, 2, 3, 9, 0, 0, 0]
+    out = tmp_path / "over"
+    assert plot_overestimation.main([str(tmp_path / "r"), "--phase", "eval", "--last-evals", "3", "--n-boot", "50",
+                                     "--formats", "png", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "each seed's last 3" in printed and "| Toy-v0 | dqn | 2 | 2.00 | 1.00 | 1.00 [" in printed
+    assert (tmp_path / "over.png").read_bytes()[:8] == PNG_SIGNATURE
+    # runs without estimates on their evaluations: a one-line error naming what is missing
+    write_run(tmp_path / "plain" / "r", "dqn", [0], {100: [1.0]}, train=[(0, 50, 1.0, 2.0, 1.0)], total_steps=100)
+    with pytest.raises(SystemExit, match="no evaluation rows with q_estimate and mc_return"):
+        plot_overestimation.plot_overestimation(load_returns([tmp_path / "plain"]), phase="eval")
 
 
 # --- summary statistics that hold up ------------------------------------------------------------------------
