@@ -23,6 +23,7 @@ from omegaconf import MISSING
 from omegaconf.errors import ValidationError
 
 SCHEMA = "rlzoo_schema"  # the name conf/config.yaml's defaults list gives the schema
+INT64_MAX = 2**63 - 1  # the largest integer numpy's and torch's int64 take: the bound of every integer setting
 
 
 def _setting(low=None, high=None, low_open: bool = False):
@@ -33,7 +34,7 @@ def _setting(low=None, high=None, low_open: bool = False):
 
 @dataclass
 class RunConfig:
-    seed: int = _setting(low=0)
+    seed: int = _setting(low=0, high=2**64 - 1)  # torch.manual_seed takes 64 bits
     n_seeds: int = _setting(low=1)
     total_steps: int = _setting(low=1)
     learning_starts: int = _setting(low=0)  # and <= total_steps; 0: learn from the first train_freq-th step
@@ -57,7 +58,7 @@ class RunConfig:
     log_q_estimates: bool = _setting()
     log_every: int = _setting(low=1)
     device: str = _setting()  # auto, cpu or cuda[:N]
-    threads: int = _setting(low=0)
+    threads: int = _setting(low=0, high=2**31 - 1)  # torch.set_num_threads takes a C int
     fast_path: bool = _setting()
     progress: bool = _setting()
     checkpoint_every: int = _setting(low=0)
@@ -88,9 +89,17 @@ SETTINGS = {f.name: _base_type(f.type) for f in fields(RunConfig) if f.type is n
 
 
 def numeric_ranges() -> dict[str, dict]:
-    """Each numeric setting's bounds, as ``train._num`` takes them: {name: {integer, low, high, low_open}}."""
-    return {f.name: {"integer": SETTINGS[f.name][0] is int, **f.metadata} for f in fields(RunConfig)
-            if f.name in SETTINGS and SETTINGS[f.name][0] in (int, float)}
+    """Each numeric setting's bounds, as ``train._num`` takes them: {name: {integer, low, high, low_open}}.
+    An integer setting without a high bound of its own is bounded by ``INT64_MAX``."""
+    out = {}
+    for f in fields(RunConfig):
+        if f.name in SETTINGS and SETTINGS[f.name][0] in (int, float):
+            integer = SETTINGS[f.name][0] is int
+            bounds = dict(f.metadata)
+            if integer and bounds.get("high") is None:
+                bounds["high"] = INT64_MAX
+            out[f.name] = {"integer": integer, **bounds}
+    return out
 
 
 _KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rlzoo.guards import check_finite
+from rlzoo.guards import check_env_output, check_finite
 from rlzoo.seeding import EXPLORATION, evaluation_seeds, global_rng_state, load_global_rng_state, member_rngs
 
 
@@ -93,7 +93,10 @@ def value_estimate_vs_return(max_q: list[float], rewards: list[float], gamma: fl
     """
     keep = len(rewards)
     if cut:
-        horizon = math.inf if gamma >= 1.0 else math.ceil(math.log(tail_weight) / math.log(gamma))
+        if gamma <= 0:  # the cut-off rewards weigh gamma ** (T - t) = 0: every state's return is exact
+            horizon = 0
+        else:
+            horizon = math.inf if gamma >= 1.0 else math.ceil(math.log(tail_weight) / math.log(gamma))
         keep = max(0, len(rewards) - horizon) if horizon != math.inf else 0
     if keep == 0:
         return dict(q_estimate=float("nan"), mc_return=float("nan"))
@@ -289,6 +292,8 @@ def run(r: Run, progress=None, checkpoint=None, on_evaluation=()) -> LoopState:
             eps = 0.0  # the agent's own exploration (noisy nets) replaces epsilon
         actions, max_q = act(agent, s.obs, eps, explore_rngs, num_actions, need_q=log_q_estimates, legal=s.legal)
         next_obs, reward, terminated, truncated, info = envs.step(actions)
+        if cfg.nan_check:  # a NaN or inf from the environment is named as such, not as a diverged loss
+            check_env_output(next_obs, reward, s.step, seeds, r.spec.name)
         done = np.flatnonzero(terminated | truncated)
         learn_reward = np.sign(reward) if cfg.clip_rewards else reward
         replay.add(s.obs, actions, learn_reward, true_next_obs(next_obs, done, info), terminated, truncated)

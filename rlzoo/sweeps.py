@@ -12,8 +12,8 @@ A job's directory (``<hydra.sweep.dir>/<hydra.sweep.subdir>``) is in one of four
   a complete run would have one, so these rows are an unfinished attempt: they are deleted and the job starts.
   With ``checkpoint_every=0`` completeness cannot be told: the job stops with an error that says what to do.
 
-A checkpoint written with other settings (except those a resumed run may change,
-``checkpoint.RESUME_MAY_CHANGE``) stops the job with the checkpoint's error, as ``resume=true`` does: a sweep
+A checkpoint of other members, another environment or device type, or written with other settings (except
+those a resumed run may change, ``checkpoint.RESUME_MAY_CHANGE``) stops the job with the checkpoint's error, as ``resume=true`` does: a sweep
 directory is never silently filled with runs of two configurations.
 """
 
@@ -38,7 +38,7 @@ def _header(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         ok = isinstance(payload, dict) and payload.get("format") == checkpoint.FORMAT and \
-            payload.get("version") == checkpoint.VERSION
+            payload.get("version") in checkpoint.READS
     except Exception:  # noqa: BLE001 - read() says why, in one sentence
         ok = False
     if not ok:
@@ -64,6 +64,7 @@ def job_state(out_dir: str | Path, config: dict) -> str:
     if path.exists():
         head = _header(path)
         meta = json.loads(head["meta"])
+        checkpoint.check_identity(meta, out_dir, checkpoint.identity(config))  # other members, env or device
         checkpoint.check_config(meta, out_dir, config)  # another configuration: its one-sentence error
         if int(head["step"]) >= int(config["total_steps"]) and csvs_match(out_dir, meta["csv"]):
             return COMPLETE

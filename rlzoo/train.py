@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
 import os
+import re
+import shlex
 import signal
 import sys
 import time
@@ -45,16 +48,51 @@ def _num(cfg: DictConfig, key: str, *, integer: bool = False, low=None, high=Non
     have no schema (their components check their own arguments), so their type is checked here too."""
     value = OmegaConf.select(cfg, key)
     kind = "a whole number" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key} must be {kind}, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value}")
+    if integer and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{key} must be {kind}, got {value!r}")
     value = int(value) if integer else float(value)
     if low is not None and (value <= low if low_open else value < low):
         raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and value > high:
-        raise ConfigError(f"{key} must be <= {high}, got {value}")
+        raise ConfigError(f"{key} must be <= {_bound(high)}, got {value}")
     return value
+
+
+def _bound(high) -> str:
+    """A bound as the user reads it: the 64-bit limits by name."""
+    named = {2**63 - 1: "2**63 - 1 = 9223372036854775807 (the largest 64-bit integer numpy and torch take)",
+             2**64 - 1: "2**64 - 1 = 18446744073709551615 (64 bits)",
+             2**31 - 1: "2**31 - 1 = 2147483647 (a C int)"}
+    return named.get(high, str(high)) if isinstance(high, int) else str(high)
+
+
+GROUPS = ("agent", "env", "network", "replay", "target_sync", "optimizer", "policy_evaluation")
+
+
+def check_group_values(cfg: DictConfig) -> None:
+    """Every number anywhere in a group's config (``target_sync.tau``, ``replay.sampler.alpha``,
+    ``agent.head.v_min``, ``env.kwargs.*``, ``optimizer.eps``, list entries such as ``agent.discretizer.low``):
+    a float must be finite and an integer must fit in 64 bits, which is all numpy and torch take. Checked for
+    every key alike, before anything is made; each component checks its own ranges when it is made."""
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{path} must be a finite number, got {node}")
+        elif isinstance(node, int) and not isinstance(node, bool) and not -2**63 <= node <= 2**63 - 1:
+            raise ConfigError(f"{path} must be an integer between -2**63 and 2**63 - 1 (what numpy and torch take), "
+                              f"got {node}")
+    for group in GROUPS:
+        if OmegaConf.select(cfg, group) is not None:
+            walk(OmegaConf.to_container(cfg[group], resolve=True), group)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -71,6 +109,7 @@ def validate(cfg: DictConfig) -> None:
     for key, bounds in rlzoo_config.numeric_ranges().items():
         if cfg[key] is not None:
             _num(cfg, key, **bounds)
+    check_group_values(cfg)
     if cfg.seed + cfg.n_seeds - 1 > 2**64 - 1:  # torch.manual_seed takes at most 64 bits
         raise ConfigError(f"seed + n_seeds - 1 must be at most 2**64 - 1 = {2**64 - 1}, got seed={cfg.seed} with "
                           f"n_seeds={cfg.n_seeds}")
@@ -133,6 +172,10 @@ def build_agent(cfg: DictConfig, spec, seeds, device, **extra):
         if spec.num_states is None:
             low = disc_cfg.get("low") or spec.obs_low
             high = disc_cfg.get("high") or spec.obs_high
+            for key, bound in (("low", disc_cfg.get("low")), ("high", disc_cfg.get("high"))):
+                if bound is not None and (not isinstance(bound, (list, tuple)) or len(bound) != len(spec.obs_low)):
+                    raise ConfigError(f"agent.discretizer.{key} must be a list of {len(spec.obs_low)} numbers, one per "
+                                      f"dimension of {spec.name}'s observations, got {bound}")
             try:
                 discretizer = Discretizer(disc_cfg.get("bins", 1), low, high)
             except ValueError as e:
@@ -207,16 +250,96 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes that can still be allocated on ``device``: CUDA's free memory; on the CPU the kernel's estimate
+    (``MemAvailable`` in /proc/meminfo, else ``os.sysconf``'s available pages), lowered to what is left of a
+    cgroup's memory limit when the process runs under one. Tests replace this function."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    free = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 2**63 - 1  # unknown: refuse nothing
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def check_memory(cfg: DictConfig, spec, device: torch.device) -> None:
+    """Refuse, before anything large is allocated, a replay memory or Q-table that does not fit in the memory
+    left on ``device``: replay capacity x members x bytes per transition (each storage's ``bytes_needed``),
+    plus a prioritized sampler's sum trees; Q-table members x states x actions x 8 bytes (x 2 for Double
+    Q-learning's two tables)."""
+    from hydra.utils import get_class
+
+    P = int(cfg.n_seeds)
+    parts = []
+    replay_cfg = cfg.replay
+    storage_cfg = replay_cfg.get("storage") or {}
+    target = storage_cfg.get("_target_") or (
+        "rlzoo.replay.FrameStorage" if "Frame" in str(replay_cfg.get("_target_", "")) else "rlzoo.replay.TransitionStorage")
+    try:
+        storage = get_class(target)
+    except Exception:  # noqa: BLE001 -- an unknown storage: its own constructor reports it
+        storage = None
+    capacity = int(replay_cfg.capacity)
+    if hasattr(storage, "bytes_needed"):
+        extra = {k: storage_cfg.get(k) for k in ("n_step", "frame_capacity") if storage_cfg.get(k) is not None}
+        need = storage.bytes_needed(capacity=capacity, obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype,
+                                    population=P, **extra)
+        if "Prioritized" in str(OmegaConf.select(replay_cfg, "sampler._target_", default="")):
+            need += 16 * (1 << max(0, (capacity - 1).bit_length())) * P  # float64 sum tree: 2 x leaves per member
+        parts.append((need, f"the replay memory (buffer_size={capacity:,} x n_seeds={P:,} x "
+                            f"{need // max(P * capacity, 1):,} bytes per transition of {spec.name})"))
+    if cfg.agent.get("head") is None:  # a Q-table (as build_agent tells)
+        bins = OmegaConf.select(cfg, "agent.discretizer.bins", default=1)
+        bins = OmegaConf.to_container(bins) if OmegaConf.is_config(bins) else bins
+        states = num_states_for_table(spec, bins)
+        tables = 2 if "Double" in str(cfg.agent.get("_target_", "")) else 1
+        parts.append((P * states * spec.num_actions * 8 * tables,
+                      f"the Q-table{'s' if tables > 1 else ''} (n_seeds={P:,} x {states:,} states x "
+                      f"{spec.num_actions} actions x 8 bytes{' x 2 tables' if tables > 1 else ''})"))
+    need = sum(n for n, _ in parts)
+    free = available_memory(device)
+    if need > free:
+        raise ConfigError(f"this run needs about {_gb(need)} on {device.type} for "
+                          f"{' and '.join(what for _, what in parts)} but only {_gb(free)} is available: lower "
+                          "buffer_size or n_seeds (or agent.discretizer.bins)")
+
+
 def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str) -> loop.Run:
     """Validate, then make every part of a run."""
     validate(cfg)
     device = resolve_device(cfg.device)
-    seeds = member_seeds(cfg.seed, cfg.n_seeds)
-    torch.manual_seed(cfg.seed)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     clip_rewards = bool(env_cfg.pop("clip_rewards", False))  # a loop setting, not a factory argument
     use_action_mask = bool(env_cfg.pop("action_mask", False))  # a loop setting: act among info["action_mask"]
+    if cfg.n_seeds > 1:  # sizes from one member's environment, before P of them (and their memory) are made
+        probe, spec = make(env_cfg, num_envs=1)
+        probe.close()
+        check_memory(cfg, spec, device)
+    seeds = member_seeds(cfg.seed, cfg.n_seeds)
+    torch.manual_seed(cfg.seed)
     envs, spec = make(env_cfg, num_envs=cfg.n_seeds)
+    if cfg.n_seeds == 1:
+        check_memory(cfg, spec, device)
     eval_envs, _ = make(env_cfg, num_envs=cfg.n_seeds)
     evaluation = None  # policy evaluation: a fixed policy acts and is the agent's target (rlzoo.policy_evaluation)
     if cfg.get("policy_evaluation") is not None:
@@ -247,14 +370,54 @@ def build(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str) -> loop.
 
 def train(cfg: DictConfig, out_dir: str | os.PathLike, *args, **kwargs):
     """``_train`` (below) while holding the run directory's lock: a second process started on the same directory
-    stops with one line naming the holder, before it writes anything (``rlzoo.io.lock``)."""
+    stops with one line naming the holder, before it writes anything (``rlzoo.io.lock``).
+
+    A launch that stops before training begins (a value refused while the parts are made, Ctrl-C during
+    start-up, a full disk) removes what it made (``rundir.discard_unstarted``): no half-made directory is left
+    to block the same command run again. The exception then carries ``rlzoo_started = False``."""
     validate(cfg)  # a rejected config leaves no lock file behind
+    started: list[bool] = []
     with RunLock(out_dir):
-        return _train(cfg, out_dir, *args, **kwargs)
+        try:
+            return _train(cfg, out_dir, *args, started=started, **kwargs)
+        except (Exception, KeyboardInterrupt) as e:
+            e.rlzoo_started = bool(started)
+            if not started:
+                rundir.discard_unstarted(out_dir)
+            raise
+
+
+class DiskFull(ConfigError):
+    """A write failed because the disk (or the user's quota) is full."""
+
+
+def disk_full_message(error: OSError, out_dir, ckpt, overrides, started: bool) -> str:
+    """One line: the file, the last good checkpoint and the command that continues."""
+    name = error.filename or f"a file in {out_dir}"
+    what = f"the disk is full ({error.strerror or os.strerror(error.errno)}) while writing {name}"
+    if not started:
+        return f"{what}, before training began (nothing was kept): free some space and run the command again"
+    if ckpt is not None and ckpt.saved_step is not None and ckpt.path.exists():
+        return (f"{what}: the last good checkpoint is {ckpt.path} (step {ckpt.saved_step}); free some space, "
+                f"then continue with: {resume_hint(overrides, out_dir)}")
+    return (f"{what}: no checkpoint was written yet (checkpoint_every={ckpt.every if ckpt else '?'}), so the run "
+            f"cannot be continued: free some space and start it again in a new directory")
 
 
 def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent", progress: bool | None = None,
-           overrides: list[str] = (), tag: str = "", plain: bool | None = None):
+           overrides: list[str] = (), tag: str = "", plain: bool | None = None, started: list | None = None):
+    """``_training`` with a full disk turned into ``DiskFull``'s one line."""
+    started = [] if started is None else started
+    parts: dict = {}
+    try:
+        return _training(cfg, out_dir, agent_name, progress, overrides, tag, plain, started, parts)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFull(disk_full_message(e, out_dir, parts.get("ckpt"), overrides, bool(started))) from None
+
+
+def _training(cfg: DictConfig, out_dir, agent_name, progress, overrides, tag, plain, started: list, parts: dict):
     """Build and run one (population) training run, writing CSVs, models (and checkpoints) into ``out_dir``.
     ``tag`` starts every progress line; ``plain``: plain progress lines even on a terminal (parallel jobs).
 
@@ -264,9 +427,10 @@ def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent
     """
     show = cfg.get("progress", True) if progress is None else progress
     config = OmegaConf.to_container(cfg, resolve=True)
-    resume_from = checkpoint.prepare(out_dir, cfg.resume, config)  # before anything is written to out_dir
+    resume_from = checkpoint.prepare(out_dir, cfg.resume, config, agent_name)  # before anything is written to out_dir
     run = build(cfg, out_dir, agent_name)
-    ckpt = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, run, config, overrides)
+    ckpt = parts["ckpt"] = checkpoint.Checkpointer(out_dir, cfg.checkpoint_every, run, config, overrides,
+                                                        agent=agent_name)
     saver = models.ModelSaver(out_dir, run.agent, run.seeds, identity={"agent": agent_name, "env": run.spec.name},
                               resume=resume_from is not None)
     bar = Progress(cfg.total_steps, enabled=show, tag=tag, plain=plain)
@@ -281,6 +445,9 @@ def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent
             bar.restart(run.state.step)
         ckpt.schedule_after(run.state.step if run.state else 0)
         with ckpt.signals():
+            started.append(True)  # from here on, Ctrl-C and SIGTERM checkpoint and stop
+            if _SWEEP_STOP:  # a sweep's worker got the signal while this job started: stop after one step
+                ckpt.request_stop(_SWEEP_STOP[0])
             try:
                 state = loop.run(run, bar, ckpt, on_evaluation=(bar.evaluated, saver.evaluated))
             finally:
@@ -290,8 +457,7 @@ def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent
                 f"stopped by {signal.Signals(ckpt.signum).name} at step {state.step} of {cfg.total_steps}: checkpoint "
                 f"written to {ckpt.path} ({ckpt.bytes / 1e6:.1f} MB in {ckpt.seconds:.2f} s), CSVs flushed; continue "
                 f"with: {resume_hint(overrides, out_dir)}", ckpt.signum)
-        if ckpt.every and ckpt.saved_step != state.step:
-            ckpt.save(state)  # the final state: the trained networks, optimizer and replay
+        ckpt.finish(state)  # the final state (networks, optimizer, replay), whatever checkpoint_every is on resume
         saver.final(state.step)
         run.models = list(saver.written)  # the model files, for the end-of-run summary
     finally:
@@ -299,10 +465,29 @@ def _train(cfg: DictConfig, out_dir: str | os.PathLike, agent_name: str = "agent
     return run
 
 
+def hydra_value(value) -> str:
+    """``value`` as Hydra's override grammar reads it back: quoted unless it is made of plain characters only
+    (a sweep job's directory holds ``=`` and ``,``, which Hydra would read as a key or a list of values)."""
+    value = str(value)
+    if re.fullmatch(r"[\w./:+-]+", value):
+        return value
+    if "'" not in value and not value.endswith("\\"):
+        return f"'{value}'"
+    return '"' + value.replace('"', '\\"') + '"'
+
+
 def resume_hint(overrides, out_dir) -> str:
-    """The command that continues a stopped run."""
-    kept = " ".join(o for o in overrides if not o.startswith(("hydra.run.dir=", "resume=")))
-    return f"python -m rlzoo {kept + ' ' if kept else ''}hydra.run.dir={out_dir} resume=true"
+    """The command that continues a stopped run, each argument quoted for a POSIX shell (``shlex.quote``) and
+    the directory for Hydra as well, so that it works when pasted."""
+    kept = [shlex.quote(o) for o in overrides if not o.startswith(("hydra.run.dir=", "resume="))]
+    return " ".join(["python -m rlzoo", *kept, shlex.quote(f"hydra.run.dir={hydra_value(out_dir)}"), "resume=true"])
+
+
+def sweep_hint(argv, sweep_dir) -> str:
+    """The command that runs a sweep again into ``sweep_dir``: complete jobs are skipped, checkpointed ones
+    resumed (``rlzoo.sweeps``)."""
+    kept = [shlex.quote(a) for a in argv if not a.startswith("hydra.sweep.dir=")]
+    return " ".join(["python -m rlzoo", *kept, shlex.quote(f"hydra.sweep.dir={hydra_value(sweep_dir)}")])
 
 
 _FULL_ERROR = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read at import: ``main`` sets the variable for Hydra
@@ -325,12 +510,19 @@ def sweep_job(cfg: DictConfig, out_dir: str) -> bool:
 def _run(cfg: DictConfig) -> None:
     """One run, as Hydra calls it (once per job in a sweep): a config error or a stop signal ends it with one line."""
     hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    parallel = multirun and "joblib" in str(OmegaConf.select(hc, "launcher._target_", default=""))
+    if parallel and not _MAIN_PROCESS:  # a joblib worker: a signal between jobs stops the sweep, not the worker
+        _catch_stop_signals()
+    if multirun and _SWEEP_STOP:
+        _discard_launch(hc)  # the directory Hydra made for this job: a rerun of the sweep starts it afresh
+        print(f"rlzoo: job {hc.job.num} not started: the sweep was stopped by "
+              f"{signal.Signals(_SWEEP_STOP[0]).name}", file=sys.stderr)
+        return
     try:
-        if hc.mode == RunMode.MULTIRUN and not sweep_job(cfg, hc.runtime.output_dir):
+        if multirun and not sweep_job(cfg, hc.runtime.output_dir):
             return
         agent_name = hc.runtime.choices.get("agent", "agent")
-        multirun = hc.mode == RunMode.MULTIRUN
-        parallel = multirun and "joblib" in str(OmegaConf.select(hc, "launcher._target_", default=""))
         started = time.perf_counter()
         run = train(cfg, out_dir=hc.runtime.output_dir, agent_name=agent_name, overrides=list(hc.overrides.task),
                     tag=f"{hc.job.num} {agent_name}" if multirun else "", plain=True if parallel else None)
@@ -338,6 +530,10 @@ def _run(cfg: DictConfig) -> None:
                           title=f"{agent_name} on {run.spec.name}, {rundir.seed_range(cfg.seed, cfg.n_seeds)}, "
                                 f"{cfg.total_steps:,} steps each", models=getattr(run, "models", ())), flush=True)
     except checkpoint.RunStopped as e:
+        if parallel and not _MAIN_PROCESS:  # the worker lives on; the sweep's process prints how to continue
+            _SWEEP_STOP.append(e.signum)
+            print(f"rlzoo: job {hc.job.num} {e}", file=sys.stderr, flush=True)
+            return
         print(f"rlzoo: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
     except RunDirLocked as e:
@@ -347,10 +543,74 @@ def _run(cfg: DictConfig) -> None:
         print(f"rlzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
     except ConfigError as e:
+        if not getattr(e, "rlzoo_started", False):
+            _discard_launch(hc)
         if _FULL_ERROR:
             raise
         print(f"rlzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        if getattr(e, "rlzoo_started", False):  # after training (its signal handlers are gone): e.g. saving models
+            print(f"rlzoo: interrupted (Ctrl-C) after training; continue with: "
+                  f"{resume_hint(list(hc.overrides.task), hc.runtime.output_dir)}", file=sys.stderr)
+        else:
+            _discard_launch(hc)
+            print("rlzoo: interrupted (Ctrl-C) during start-up, before training began: nothing was kept; run the "
+                  "command again to start", file=sys.stderr)
+        sys.exit(130)
+
+
+_SWEEP_STOP: list[int] = []  # the stop signals this process received during a sweep (SIGINT, SIGTERM)
+_MAIN_PROCESS = False  # True in the process that ran ``main`` (not in a joblib worker)
+
+
+def _catch_stop_signals(forward: bool = False) -> None:
+    """SIGINT and SIGTERM between a sweep's jobs: remember them, so that no further job starts (a running job
+    has its own handlers: it checkpoints and stops). ``forward`` (the sweep's own process): pass SIGTERM on to
+    the worker processes; Ctrl-C at a terminal reaches them already, as the whole process group gets it."""
+    def stop(signum, frame):
+        children = _child_pids() if forward else []
+        if forward and not children:  # no worker yet (or jobs run in this process between jobs): stop now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            print(f"rlzoo: stopped by {signal.Signals(signum).name} before a job was running", file=sys.stderr)
+            sys.exit(128 + signum)
+        _SWEEP_STOP.append(signum)
+        if signum == signal.SIGTERM:
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
+def _child_pids() -> list[int]:
+    """The processes this one started (joblib's workers and its resource tracker, which ignores signals)."""
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _discard_launch(hc) -> None:
+    """A launch that never trained: remove its run directory (a sweep job's own directory) if it holds nothing
+    else (``rundir.discard_unstarted`` with this launch's Hydra files: its output subdirectory and log)."""
+    out = Path(hc.runtime.output_dir)
+    files = [out / f"{hc.job.name}.log"]
+    if hc.output_subdir is not None:
+        files.append(out / str(hc.output_subdir))
+    rundir.discard_unstarted(out, files)
+
+
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def group_key_hint(error: BaseException) -> str | None:
@@ -387,13 +647,35 @@ def main() -> None:
     ``_run``, where Hydra would print it over several lines with exit code 1; here it gets the one line and exit
     code 2 of every other config error. Hydra lets its exceptions through only with HYDRA_FULL_ERROR=1, so that is
     set for the call; the user's own setting (``_FULL_ERROR``) still decides between one line and a traceback."""
+    global _MAIN_PROCESS
+    _MAIN_PROCESS = True
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])
     try:
+        if sweep:
+            _catch_stop_signals(forward=True)
         _hydra_main()
+        if sweep and _SWEEP_STOP:
+            where = rundir.LAST_SWEEP_DIR[0] if rundir.LAST_SWEEP_DIR else "<the sweep directory>"
+            print(f"rlzoo: sweep stopped by {signal.Signals(_SWEEP_STOP[0]).name}: each running job wrote a "
+                  f"checkpoint and stopped, the others did not start; continue the sweep with: "
+                  f"{sweep_hint(sys.argv[1:], where)}", file=sys.stderr)
+            sys.exit(128 + _SWEEP_STOP[0])
+    except KeyboardInterrupt:
+        if _FULL_ERROR:
+            raise
+        print("rlzoo: interrupted (Ctrl-C) before the run began: nothing was kept", file=sys.stderr)
+        sys.exit(130)
     except Exception as e:
         if _FULL_ERROR:
             raise
+        if type(e).__name__ == "TerminatedWorkerError":  # joblib: a sweep's worker process was killed outright
+            where = rundir.LAST_SWEEP_DIR[0] if rundir.LAST_SWEEP_DIR else "<the sweep directory>"
+            print(f"rlzoo: error: a worker process of the sweep was killed ({_first_line(e)}); its job stopped "
+                  f"at its last checkpoint, finished jobs are complete: continue the sweep with: "
+                  f"{sweep_hint(sys.argv[1:], where)}", file=sys.stderr)
+            sys.exit(1)
         # A sweep's worker process re-raises a ConfigError (it reads HYDRA_FULL_ERROR=1 at import).
         message = str(e) if isinstance(e, ConfigError) else rlzoo_config.type_error(e)
         if message is not None:

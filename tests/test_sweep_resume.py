@@ -84,8 +84,10 @@ def test_job_state_judges_complete_checkpointed_and_partial_runs(tmp_path, monke
     # Another configuration in the job's directory is refused, as resume=true refuses it.
     with pytest.raises(checkpoint.CheckpointError, match="lr=0.0005"):
         sweeps.job_state(run_dir, config_of(*args, "lr=0.001"))
-    # A setting a resumed run may change (threads) does not make a complete run incomplete.
-    assert sweeps.job_state(run_dir, config_of(*args, "threads=2")) == sweeps.COMPLETE
+    # A setting a resumed run may change (nan_check) does not make a complete run incomplete; threads may not.
+    assert sweeps.job_state(run_dir, config_of(*args, "nan_check=false")) == sweeps.COMPLETE
+    with pytest.raises(checkpoint.CheckpointError, match="threads=1"):
+        sweeps.job_state(run_dir, config_of(*args, "threads=2"))
     # Rows written after the final checkpoint: not complete, resume (which cuts them off).
     with open(run_dir / "returns.csv", "a") as f:
         f.write("dqn,CartPole-v1,0,train,601,99,1.0,1,False,,,0.1\n")

@@ -75,7 +75,17 @@ def num_states_for_table(spec: EnvSpec, bins) -> int:
     if spec.pixels or len(spec.obs_shape) != 1:
         raise ConfigError(f"the Q-table agent cannot represent {describe_observation(spec)}: it needs discrete "
                           "or low-dimensional vector observations. Use agent=dqn (or a variant) instead")
-    n = int(math.prod(np.broadcast_to(np.asarray(bins), spec.obs_shape).tolist()))
+    dims = spec.obs_shape[0]
+    listed = isinstance(bins, (list, tuple))
+    if listed and len(bins) != dims:
+        raise ConfigError(f"agent.discretizer.bins has {len(bins)} entries but {spec.name}'s observations have "
+                          f"{dims} dimensions: give one whole number for all, or {dims} of them")
+    for b in (bins if listed else [bins]):
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or (isinstance(b, float) and not math.isfinite(b)) \
+                or b < 1 or int(b) != b:
+            raise ConfigError(f"agent.discretizer.bins must be whole numbers >= 1 (one, or one per dimension), "
+                              f"got {bins}")
+    n = math.prod(int(b) for b in (bins if listed else [bins] * dims))
     if n > 10_000_000:
         raise ConfigError(f"a Q-table over {describe_observation(spec)} with bins={bins} has {n:,} states; "
                           "lower agent.discretizer.bins or use agent=dqn")

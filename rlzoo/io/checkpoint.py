@@ -5,12 +5,20 @@ executing code; resuming a run; stopping cleanly on SIGINT/SIGTERM.
 strings, and is read with ``torch.load(weights_only=True)``: a crafted pickle that would run code is refused.
 numpy arrays travel as tensors (tagged ``__ndarray__``), numpy generators as their bit-generator state
 (tagged ``__bitgen__``). It holds what the run's ``state_dict()`` returns (each part serialises itself: agent,
-replay, environments, loop state, global generators), the config it was written with, and the byte length and
-CRC of each CSV file at that step. This module knows no part's internals.
+replay, environments, loop state, global generators), the config it was written with, the run's identity
+(agent, environment, member seeds, device type) and the byte length and CRC of each CSV file at that step.
+
+Loading checks, each with a one-line ``CheckpointError`` that names what differs: the identity and the config
+against the run that loads it (``RESUME_MAY_CHANGE`` may differ), the CSVs' bytes, the loop state's counters
+against the CSV rows up to the checkpoint, and the shape and dtype of every saved array against the live
+part's ``state_dict()`` (``check_fits``; generic: it walks the two state dicts together). This module knows no
+part's internals beyond the loop state's counters (``step``, ``episodes``, ``eval_episodes``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -29,16 +37,20 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from rlzoo.errors import ConfigError
+from rlzoo.io.rundir import env_name
 from rlzoo.io.tables import TABLES
+from rlzoo.seeding import member_seeds
 
 FILENAME = "checkpoint.pt"
-FORMAT, VERSION = "rlzoo-checkpoint", 4  # 4: the run's own state_dict() under "run"
-# Settings a resumed run may change; any other difference from the checkpointed config is refused.
-RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "threads", "fast_path",
-                     "nan_check", "tensorboard")
+FORMAT, VERSION = "rlzoo-checkpoint", 5  # 5: an identity block; replay memories hold their filled part
+READS = (4, 5)  # 4: the run's own state_dict() under "run", no identity block, whole replay allocations
+# Settings a resumed run may change, each tested not to change a run's numbers bit for bit
+# (tests/test_hostile_checkpoint.py); any other difference from the checkpointed config is refused. ``device``
+# may change its spelling (auto, cpu, cuda:1) but not the device type: that is in the identity.
+RESUME_MAY_CHANGE = ("resume", "checkpoint_every", "progress", "device", "nan_check", "tensorboard")
 CSV_FILES = tuple(name for name, _ in TABLES.values())
 _ND, _BITGEN, _ZLIB = "__ndarray__", "__bitgen__", "__zlib__"
-COMPRESS_BYTES = 1 << 24  # uint8 tensors (frame stores) larger than this are zlib-compressed ...
+COMPRESS_BYTES = 1 << 20  # uint8 tensors (frame and pixel stores) larger than this are zlib-compressed ...
 CHUNK_BYTES = 1 << 24  # ... in chunks of 16 MiB
 
 
@@ -173,8 +185,10 @@ def write_atomic(payload: dict, path: Path) -> int:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a full disk: name the file (rlzoo.train says what to do)
+            e.filename = str(path)
         raise
     try:
         fd = os.open(path.parent, os.O_RDONLY)
@@ -207,8 +221,9 @@ def read(path: str | os.PathLike) -> dict:
                               "start a new run in another directory") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an rlzoo checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} is a version {payload.get('version')} checkpoint; this rlzoo reads version {VERSION}")
+    if payload.get("version") not in READS:
+        raise CheckpointError(f"{path} is a version {payload.get('version')} checkpoint; this rlzoo reads versions "
+                              f"{', '.join(map(str, READS))}")
     return payload
 
 
@@ -226,9 +241,42 @@ def config_differences(saved: dict, current: dict) -> list[str]:
                   if a.get(k) != b.get(k) and k.split(".")[0] not in RESUME_MAY_CHANGE)
 
 
-def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | None:
+def device_type(name) -> str:
+    """``cpu`` or ``cuda``: the kind of device a ``device`` setting trains on here (``auto``: cuda if PyTorch sees
+    a GPU). The type is part of a run's identity: the kernels, and so the numbers, differ between the two."""
+    name = str(name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name.split(":")[0]
+
+
+def identity(config: dict, agent: str | None = None) -> dict:
+    """Which run and members a checkpoint belongs to: the agent (its config group choice; None: unknown, not
+    checked), the environment id, the member seeds and the device type."""
+    return {"agent": agent, "env": env_name(config.get("env") or {}),
+            "seeds": member_seeds(config["seed"], config["n_seeds"]), "device": device_type(config.get("device", "cpu"))}
+
+
+def check_identity(meta: dict, out_dir: Path, current: dict) -> None:
+    """Refuse a checkpoint of another agent, environment, set of members or device type, naming what differs."""
+    saved = meta.get("identity")
+    if not saved:  # a version-4 checkpoint: its config is checked instead
+        return
+    what = {"seeds": "seeds", "agent": "agent", "env": "environment", "device": "device type"}
+    for key in ("seeds", "agent", "env", "device"):
+        if current.get(key) is None or saved.get(key) is None or saved[key] == current[key]:
+            continue
+        hint = {"seeds": (f"use seed={saved[key][0]} n_seeds={len(saved[key])}" if isinstance(saved[key], list)
+                          and saved[key] else "use the run's seed and n_seeds"), "agent": f"use agent={saved[key]}",
+                "env": "use the run's env", "device": f"resume on a {saved[key]} device (device={saved[key]})"}[key]
+        raise CheckpointError(f"the checkpoint in {out_dir} is for {what[key]} {saved[key]}, this run has "
+                              f"{current[key]}: {hint} (overrides: "
+                              f"{' '.join(meta.get('overrides', [])) or 'none'}), or choose another hydra.run.dir")
+
+
+def prepare(out_dir: str | os.PathLike, resume: bool, config: dict, agent: str | None = None) -> dict | None:
     """Check the run directory before anything is written to it. Returns the checkpoint to resume from
-    (``resume=True``) or None (a new run)."""
+    (``resume=True``) or None (a new run). ``agent``: the agent's name, checked against the checkpoint's."""
     out_dir = Path(out_dir)
     path = out_dir / FILENAME
     if not resume:
@@ -243,15 +291,89 @@ def prepare(out_dir: str | os.PathLike, resume: bool, config: dict) -> dict | No
     if not path.exists():
         raise CheckpointError(f"resume=true but {out_dir} has no {FILENAME} (checkpoint_every=0, or the run stopped "
                               "before its first checkpoint): start a new run instead")
-    return check_payload(read(path), out_dir, config)
+    return check_payload(read(path), out_dir, config, agent)
 
 
-def check_payload(payload: dict, out_dir: Path, config: dict) -> dict:
-    """Refuse a checkpoint written with other settings, or whose CSV rows were lost or edited."""
-    meta = json.loads(payload["meta"])
-    check_config(meta, out_dir, config)
-    check_csvs(out_dir, meta["csv"], payload["step"])
+def check_payload(payload: dict, out_dir: Path, config: dict, agent: str | None = None) -> dict:
+    """Refuse a checkpoint of another run or written with other settings, whose CSV rows were lost or edited,
+    or whose loop counters disagree with the CSV rows."""
+    try:
+        meta = json.loads(payload["meta"])
+        current = identity(config, agent)
+        check_identity(meta, out_dir, current)
+        check_config(meta, out_dir, config)
+        check_csvs(out_dir, meta["csv"], payload["step"])
+        loop = payload.get("run", {}).get("loop") if isinstance(payload.get("run"), dict) else None
+        check_counters(out_dir, meta["csv"], from_plain(loop) if loop else None, int(payload["step"]),
+                       (meta.get("identity") or current)["seeds"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a header edited by hand
+        raise CheckpointError(f"the checkpoint in {out_dir} has a malformed header ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''}): it was edited or is not an rlzoo "
+                              "checkpoint; start a new run in another directory") from None
     return payload
+
+
+def _csv_rows(path: Path, length: int) -> list[dict]:
+    """The rows in the first ``length`` bytes of a CSV (its header first)."""
+    with open(path, "rb") as f:
+        text = f.read(length).decode("utf-8", errors="replace")
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def check_counters(out_dir: Path, positions: dict, loop: dict | None, step: int, seeds) -> None:
+    """Refuse a checkpoint whose loop state does not continue the CSV rows up to its recorded position: per
+    member, the training and evaluation episodes counted by the loop must be the rows of ``returns.csv`` (each
+    numbered 1, 2, ... in order), and no row of either CSV may lie after the checkpoint's step or belong to
+    another seed."""
+    seeds = [int(x) for x in seeds]
+    counts = {}
+    for name, pos in positions.items():
+        path = out_dir / name
+        if not pos.get("bytes") or not path.exists():
+            continue
+        for n, row in enumerate(_csv_rows(path, pos["bytes"]), start=2):
+            try:
+                seed, row_step = int(row["seed"]), int(row["step"])
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{path} line {n} is not a row rlzoo wrote (seed={row.get('seed')!r}, "
+                                      f"step={row.get('step')!r}): restore the file or start a new run in another "
+                                      "directory") from None
+            if seed not in seeds:
+                raise CheckpointError(f"{path} line {n} is a row of seed {seed}, but the checkpoint's members are seeds "
+                                      f"{seeds}: these CSVs belong to another run; start a new run in another directory")
+            if row_step > step:
+                raise CheckpointError(f"{path} line {n} is at step {row_step}, after the checkpoint's step {step}, yet "
+                                      "within the bytes it counts as written: the checkpoint does not belong to these "
+                                      "CSVs; start a new run in another directory")
+            if "phase" in row and row["phase"] in ("train", "eval"):
+                key = (row["phase"], seed)
+                counts[key] = counts.get(key, 0) + 1
+                if str(row.get("episode")) != str(counts[key]):
+                    raise CheckpointError(f"{path} line {n} is {row['phase']} episode {row.get('episode')} of seed "
+                                          f"{seed}, expected episode {counts[key]}: rows were lost or repeated before "
+                                          f"the checkpoint (step {step}); start a new run in another directory")
+    if loop is None:
+        return
+    if int(loop.get("step", step)) != int(step):
+        raise CheckpointError(f"the checkpoint in {out_dir} is labelled step {step} but its loop state is at step "
+                              f"{int(loop['step'])}: it was edited; start a new run in another directory")
+    for phase, key in (("train", "episodes"), ("eval", "eval_episodes")):
+        counted = loop.get(key)
+        if counted is None:
+            continue
+        counted = [int(x) for x in np.asarray(counted).reshape(-1)]
+        if len(counted) != len(seeds):
+            raise CheckpointError(f"the checkpoint in {out_dir} counts {phase} episodes for {len(counted)} members "
+                                  f"but is for seeds {seeds}: it was edited; start a new run in another directory")
+        for seed, c in zip(seeds, counted):
+            rows = counts.get((phase, seed), 0)
+            if rows != c:
+                raise CheckpointError(
+                    f"the checkpoint in {out_dir} (step {step}) counts {c} {phase} episodes of seed {seed} but "
+                    f"returns.csv holds {rows} up to it: the checkpoint and the CSVs are of different runs or "
+                    "were edited; start a new run in another directory")
 
 
 def check_config(meta: dict, out_dir: Path, config: dict) -> None:
@@ -269,11 +391,12 @@ class Checkpointer:
     """Called by the loop when ``state.step >= next_at``: every ``every`` steps, or at the end of the step
     in which SIGINT/SIGTERM arrived (then ``stop_requested`` tells the loop to stop)."""
 
-    def __init__(self, out_dir, every: int, run, config: dict, overrides=()):
+    def __init__(self, out_dir, every: int, run, config: dict, overrides=(), agent: str | None = None):
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / FILENAME
         self.every = int(every)
         self.run, self.config, self.overrides = run, config, list(overrides)  # run: anything with state_dict()
+        self.identity = identity(config, agent)
         self.next_at = math.inf
         self.signum = None
         self.saved_step, self.seconds, self.bytes = None, 0.0, 0
@@ -288,13 +411,20 @@ class Checkpointer:
     def save(self, state) -> None:
         """Write the run's ``state_dict()`` with the CSVs' lengths and checksums at this step."""
         t = time.perf_counter()
-        meta = {"config": self.config, "overrides": self.overrides, "csv": csv_positions(self.out_dir),
-                "clock": float(state.clock)}
+        meta = {"config": self.config, "identity": self.identity, "overrides": self.overrides,
+                "csv": csv_positions(self.out_dir), "clock": float(state.clock)}
         payload = {"format": FORMAT, "version": VERSION, "step": int(state.step), "meta": json.dumps(meta),
                    "run": to_plain(self.run.state_dict())}
         self.bytes = write_atomic(payload, self.path)
         self.saved_step, self.seconds = int(state.step), time.perf_counter() - t
         self.schedule_after(state.step)
+
+    def finish(self, state) -> None:
+        """At the end of training: write the final state unless the checkpoint already holds it, whenever the
+        run has a checkpoint (``checkpoint_every > 0``, or a resumed run, whatever its ``checkpoint_every``
+        now), so that the checkpoint on disk always matches the CSVs at the end of a run."""
+        if (self.every or self.path.exists()) and self.saved_step != state.step:
+            self.save(state)
 
     def _on_signal(self, signum, frame):
         if self.signum is not None:  # a second signal: stop now; the last checkpoint is intact
@@ -329,11 +459,108 @@ def restore(run, payload: dict, out_dir) -> None:
     checkpoint: rows written after it are written again."""
     out_dir = Path(out_dir)
     try:
-        run.load_state_dict(from_plain(payload["run"]))
+        saved = from_plain(payload["run"])
+        problem = check_fits(saved, run)
+        if problem is None:
+            run.load_state_dict(saved)
+            problem = check_optimizers(run, saved)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"the checkpoint in {out_dir} does not fit this run ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160] if str(e) else ''}): start a new run instead") from None
+        problem = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    if problem is not None:
+        raise CheckpointError(f"the checkpoint in {out_dir} does not fit this run: {problem}; start a new run "
+                              "in another directory")
     truncate_csvs(out_dir, json.loads(payload["meta"])["csv"])
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (np.ndarray, torch.Tensor))
+
+
+def _dtype(x) -> str:
+    return str(x.dtype).removeprefix("torch.") if isinstance(x, torch.Tensor) else x.dtype.name
+
+
+def _fits(saved, live, path: str) -> str | None:
+    """Where ``saved`` does not fit ``live`` (two state dicts walked together): the first difference in one
+    sentence, or None. Arrays (numpy or torch) must have the same dtype and shape; an axis of length 0 in the
+    live array is a filled-part axis (a replay memory saves the slots it filled: any length, which the part's
+    own ``load_state_dict`` checks). Dicts are compared on the live one's keys (every one must be saved) unless
+    it is empty (state created by use, e.g. an optimizer's moments before its first step); lists entry by entry,
+    and must be as long."""
+    if _is_array(live):
+        if not _is_array(saved):
+            return f"{path} is {type(saved).__name__} in the checkpoint, this run's is an array"
+        shape, want = list(saved.shape), list(live.shape)
+        if _dtype(saved) != _dtype(live) or len(shape) != len(want) or \
+                any(w != 0 and s != w for s, w in zip(shape, want)):
+            fill = "[" + ", ".join("any" if w == 0 else str(w) for w in want) + "]"
+            return (f"{path} has shape {shape} ({_dtype(saved)}) in the checkpoint, this run's has shape {fill} "
+                    f"({_dtype(live)})")
+        return None
+    if _is_array(saved):
+        return f"{path} is an array in the checkpoint, this run's is {type(live).__name__}"
+    if isinstance(live, dict):
+        if not isinstance(saved, dict):
+            return f"{path} is {type(saved).__name__} in the checkpoint, this run's is a dict"
+        if not live:
+            return None
+        missing = [k for k in live if k not in saved]
+        if missing:
+            return f"the checkpoint has no {path}{'.' if path else ''}{missing[0]}, which this run has"
+        for k in live:  # keys only the checkpoint has are the part's to judge (e.g. an environment's attributes
+            # that appear at its first reset; torch modules refuse unexpected keys)
+            problem = _fits(saved[k], live[k], f"{path}.{k}" if path else str(k))
+            if problem:
+                return problem
+        return None
+    if isinstance(live, (list, tuple)):
+        if not isinstance(saved, (list, tuple)):
+            return f"{path} is {type(saved).__name__} in the checkpoint, this run's is a list"
+        if len(saved) != len(live):
+            return f"{path} has {len(saved)} entries in the checkpoint, this run's has {len(live)}"
+        for i, (a, b) in enumerate(zip(saved, live)):
+            problem = _fits(a, b, f"{path}.{i}")
+            if problem:
+                return problem
+    return None
+
+
+def check_fits(saved: dict, run) -> str | None:
+    """Check the saved state of each part of ``run`` that can serialise itself now (``run.<name>.state_dict()``
+    for each ``<name>`` in the checkpoint: agent, replay, environments) against the live one, before anything
+    is loaded: no saved array is broadcast, cast or cut into a part of another shape. Returns the first
+    difference, or None."""
+    for name, part_state in saved.items():
+        part = getattr(run, name, None)
+        if part is None or not callable(getattr(part, "state_dict", None)):
+            continue
+        problem = _fits(part_state, part.state_dict(), name)
+        if problem:
+            return problem
+    return None
+
+
+def check_optimizers(run, saved: dict) -> str | None:
+    """After loading: the per-parameter state of every optimizer held by a part of ``run`` (an attribute that
+    is a ``torch.optim.Optimizer``) has its parameter's shape and dtype. A fresh optimizer has no state to
+    compare before loading, and PyTorch's ``load_state_dict`` does not check it."""
+    for name in saved:
+        part = getattr(run, name, None)
+        for attr, opt in (vars(part).items() if hasattr(part, "__dict__") else ()):
+            if not isinstance(opt, torch.optim.Optimizer):
+                continue
+            params = [p for group in opt.param_groups for p in group["params"]]
+            mine = saved[name].get(attr) if isinstance(saved[name], dict) else None  # as saved: loading casts dtypes
+            mine = mine.get("state") if isinstance(mine, dict) and "param_groups" in mine else None
+            for index, p in enumerate(params):
+                state = mine.get(index, {}) if isinstance(mine, dict) else opt.state.get(p, {})
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor) and value.dim() > 0 and \
+                            (value.shape != p.shape or value.dtype != p.dtype):
+                        return (f"{name}.{attr}.state.{index}.{key} has shape {list(value.shape)} "
+                                f"({_dtype(value)}) in the checkpoint, its parameter has shape {list(p.shape)} "
+                                f"({_dtype(p)})")
+    return None
 
 
 # -- the run directory, before Hydra writes to it ------------------------------------------------------------

@@ -66,10 +66,62 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def _has_rows(path: Path) -> bool:
+    """True when a CSV holds anything after its header line (a row, or part of one)."""
+    with open(path, "rb") as f:
+        header = f.readline()
+    return path.stat().st_size > len(header)
+
+
+def discard_unstarted(run_dir, launch_files=()) -> bool:
+    """Remove what a launch that stopped before training (a rejected config, Ctrl-C during start-up, a full
+    disk while writing the CSV headers) left in ``run_dir``, so that the same command can be run again: CSVs
+    that hold only their header, an empty TensorBoard directory tree, the lock file, ``launch_files`` (this
+    launch's Hydra files), then the directory itself if nothing else is left in it. A directory with a
+    checkpoint or any CSV row holds a run and is left as it is. Call it while holding the directory's lock.
+    Returns True when the directory is gone."""
+    import shutil
+
+    from rlzoo.io.lock import LOCK_NAME
+    from rlzoo.io.tables import TABLES
+
+    d = Path(run_dir)
+    if not d.is_dir():
+        return True
+    csvs = [d / name for name, _ in TABLES.values()]
+    try:
+        if (d / "checkpoint.pt").exists() or any(p.is_file() and _has_rows(p) for p in csvs):
+            return False
+    except OSError:  # unreadable: leave it
+        return False
+    for p in csvs:
+        p.unlink(missing_ok=True)
+    tb = d / "tensorboard"
+    if tb.is_dir() and not any(f.is_file() and f.stat().st_size > 200 for f in tb.rglob("*")):  # no scalar in it
+        shutil.rmtree(tb, ignore_errors=True)
+    for f in launch_files:
+        f = Path(f)
+        if d in f.parents:
+            shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
+    hydra_dir = d / ".hydra"
+    if hydra_dir.is_dir() and not any(hydra_dir.iterdir()):
+        hydra_dir.rmdir()
+    (d / LOCK_NAME).unlink(missing_ok=True)
+    try:
+        d.rmdir()
+    except OSError:  # other files: not only this launch's
+        return False
+    return True
+
+
+LAST_SWEEP_DIR: list[str] = []  # the directory of the sweep this process started (SweepReport), for error messages
+
+
 class SweepReport(Callback):
     """A sweep prints its directory at the start and a summary of its runs at the end (stdout)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        LAST_SWEEP_DIR[:] = [str(config.hydra.sweep.dir)]
         print(f"rlzoo: sweep -> {config.hydra.sweep.dir}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

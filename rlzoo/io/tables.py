@@ -15,6 +15,7 @@ the step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from pathlib import Path
@@ -47,20 +48,32 @@ class CsvWriter:
         self._file = open(self.path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         if new:
-            self._writer.writerow(self.columns)
-            self._file.flush()
+            self.write(dict(zip(self.columns, self.columns)))
 
     def write(self, row: dict[str, Any], flush: bool = True) -> None:
-        self._writer.writerow([_fmt(row.get(c)) for c in self.columns])
-        if flush:
-            self._file.flush()
+        with self._naming_errors():
+            self._writer.writerow([_fmt(row.get(c)) for c in self.columns])
+            if flush:
+                self._file.flush()
 
     def flush(self) -> None:
-        self._file.flush()
+        with self._naming_errors():
+            self._file.flush()
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            with self._naming_errors():
+                self._file.close()
+
+    @contextlib.contextmanager
+    def _naming_errors(self):
+        """An OSError of a write (a full disk: ENOSPC) carries no file name: give it this file's."""
+        try:
+            yield
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(self.path)
+            raise
 
 
 def read_header(path: str | os.PathLike) -> tuple[str, ...]:

@@ -279,23 +279,71 @@ class FrameStorage:
                      discount=d)
 
     # -- checkpointing -------------------------------------------------------------------------
+    @staticmethod
+    def bytes_needed(capacity: int, obs_shape: Sequence[int], obs_dtype, population: int,
+                     frame_capacity: int | None = None, n_step: int = 1, **_) -> int:
+        """Bytes the constructor allocates for these arguments (without allocating them): per member, the
+        uint8 frame store and, per slot, an int64 action, float32 reward and terminated flag and two int64
+        positions (n_step > 1: a float32 discount and one more int64 position)."""
+        K, C, n = int(obs_shape[0]), int(capacity), max(int(n_step), 1)
+        frames = int(frame_capacity or C + C // 100 + 2 * K + n - 1)
+        for d in obs_shape[1:]:
+            frames *= int(d)
+        per_slot = 8 + 4 + 4 + 8 + 8 + (4 + 8 if n_step != 1 else 0)
+        return int(population) * (frames + C * per_slot)
+
     _TENSORS = ("frames", "action", "reward", "terminated")
     _ARRAYS = ("last", "first", "frames_written", "cursor", "seg_first", "oldest")
 
+    def _filled(self, key: str, frames_written, added: int) -> int:
+        """How many leading positions along axis 1 of ``key`` have been written: frame positions up to the
+        largest member's ``frames_written`` (or the whole frame store), transition slots up to ``added`` (or
+        the whole capacity). Per-member arrays ([P]) are whole."""
+        if key == "frames":
+            return int(min(np.max(frames_written, initial=0), self.frame_capacity))
+        if getattr(self, key).ndim >= 2:
+            return min(int(added), self.capacity)
+        return getattr(self, key).shape[0]
+
     def state_dict(self) -> dict:
-        state = {k: getattr(self, k) for k in self._TENSORS}
-        state.update({k: getattr(self, k).copy() for k in self._ARRAYS})
+        """The written part of the frame and transition stores (``[P, filled, ...]``), not the whole allocation:
+        the positions after it have never been written and are zeros in a fresh storage too."""
+        state = {}
+        for k in self._TENSORS + self._ARRAYS:
+            value = getattr(self, k)
+            if value.ndim >= 2:
+                value = value[:, :self._filled(k, self.frames_written, self.added)]
+            state[k] = value.copy() if isinstance(value, np.ndarray) else value
         state.update(added=self.added, pending=[None if p is None else p.copy() for p in self.pending])
         if self.writer is not None:
             state["nstep"] = self.writer.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for k in self._TENSORS:
-            getattr(self, k).copy_(torch.as_tensor(state[k]))
-        for k in self._ARRAYS:
-            getattr(self, k)[...] = state[k]
-        self.added = int(state["added"])
+        """Restore a ``state_dict()`` into a fresh storage (also a version-4 checkpoint's whole allocation).
+        Shapes are checked, never broadcast: a ValueError names the field."""
+        added = int(state["added"])
+        if added < 0 or len(state["pending"]) != self.population:
+            raise ValueError(f"replay.storage has added={added} and {len(state['pending'])} pending entries in the "
+                             f"checkpoint, which a storage of {self.population} members cannot hold")
+        for k in self._TENSORS + self._ARRAYS:
+            saved, store = state[k], getattr(self, k)
+            full = store.shape[1] if store.ndim >= 2 else store.shape[0]
+            n = self._filled(k, state["frames_written"], added)
+            if store.ndim >= 2 and saved.ndim >= 2 and saved.shape[1] == full:
+                n = full  # a version-4 checkpoint: the whole allocation
+            want = (store.shape[0], n, *store.shape[2:]) if store.ndim >= 2 else tuple(store.shape)
+            if tuple(saved.shape) != want or str(saved.dtype).removeprefix("torch.") != \
+                    str(store.dtype).removeprefix("torch."):
+                raise ValueError(f"replay.storage.{k} has shape {list(saved.shape)} "
+                                 f"({str(saved.dtype).removeprefix('torch.')}) in the checkpoint, expected "
+                                 f"{list(want)} ({str(store.dtype).removeprefix('torch.')})")
+            target = store[:, :n] if store.ndim >= 2 else store
+            if isinstance(store, torch.Tensor):
+                target.copy_(torch.as_tensor(saved))
+            else:
+                target[...] = saved
+        self.added = added
         self.pending = [None if p is None else np.array(p) for p in state["pending"]]
         if self.writer is not None:
             self.writer.load_state_dict(state["nstep"])

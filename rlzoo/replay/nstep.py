@@ -110,8 +110,18 @@ class NStepWriter:
                 "last": {k: v.copy() for k, v in self.last.items()}, "pushed": self.pushed}
 
     def load_state_dict(self, state: dict) -> None:
+        """Shapes are checked, never broadcast: every window is ``[n, P, ...]`` (a ValueError names the field)."""
         for key in ("rewards", "terminated", "done"):
-            getattr(self, key)[...] = state[key]
+            saved = np.asarray(state[key])
+            if saved.shape != getattr(self, key).shape or saved.dtype != getattr(self, key).dtype:
+                raise ValueError(f"replay.storage.nstep.{key} has shape {list(saved.shape)} ({saved.dtype}) in the "
+                                 f"checkpoint, expected {list(getattr(self, key).shape)} ({getattr(self, key).dtype})")
+            getattr(self, key)[...] = saved
+        for ring in ("first", "last"):
+            for k, v in state[ring].items():
+                if np.ndim(v) < 2 or np.shape(v)[:2] != (self.n, self.population):
+                    raise ValueError(f"replay.storage.nstep.{ring}.{k} has shape {list(np.shape(v))} in the checkpoint, "
+                                     f"expected [{self.n}, {self.population}, ...] (n_step, members)")
         self.first = {k: np.array(v) for k, v in state["first"].items()}
         self.last = {k: np.array(v) for k, v in state["last"].items()}
         self.pushed = int(state["pushed"])

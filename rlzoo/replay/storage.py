@@ -78,6 +78,17 @@ class TransitionStorage:
         self.pos = 0
         self.size = 0
 
+    @staticmethod
+    def bytes_needed(capacity: int, obs_shape: Sequence[int], obs_dtype, population: int, n_step: int = 1,
+                     **_) -> int:
+        """Bytes the constructor allocates for these arguments (without allocating them): per member and slot,
+        ``s`` and ``s'`` in the storage dtype, an int64 action, float32 reward and terminated flag (and
+        float32 discount for ``n_step > 1``)."""
+        obs = torch_dtype(obs_dtype).itemsize
+        for d in obs_shape:
+            obs *= int(d)
+        return int(population) * int(capacity) * (2 * obs + 8 + 4 + 4 + (4 if n_step != 1 else 0))
+
     _FIELDS = ("obs", "action", "reward", "next_obs", "terminated")
 
     def __len__(self) -> int:
@@ -135,15 +146,30 @@ class TransitionStorage:
             self.writer.restart_episodes()
 
     def state_dict(self) -> dict:
-        state = {"obs": self.obs, "next_obs": self.next_obs, "action": self.action, "reward": self.reward,
-                 "terminated": self.terminated, "pos": self.pos, "size": self.size}
+        """The filled slots ``0 .. size - 1`` of each field (``[P, size, ...]`` views), not the whole allocation:
+        the slots after them have never been written and are zeros in a fresh storage too."""
+        n = self.size
+        state = {key: getattr(self, key)[:, :n] for key in self._FIELDS}
+        state.update(pos=self.pos, size=self.size)
         if self.writer is not None:
-            state.update(discount=self.discount, nstep=self.writer.state_dict())
+            state["nstep"] = self.writer.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("obs", "next_obs", "action", "reward", "terminated") + (("discount",) if self.writer else ()):
-            getattr(self, key).copy_(torch.as_tensor(state[key]))
+        """Restore a ``state_dict()`` into a fresh storage (also a version-4 checkpoint's whole allocation).
+        Shapes are checked, never broadcast: a ValueError names the field."""
+        size, pos, C = int(state["size"]), int(state["pos"]), self.capacity
+        if not 0 <= size <= C or not 0 <= pos < C or (size < C and pos != size):
+            raise ValueError(f"replay.storage has size={size}, pos={pos} in the checkpoint, which a storage of "
+                             f"capacity {C} cannot hold")
+        for key in self._FIELDS:
+            saved, store = torch.as_tensor(state[key]), getattr(self, key)
+            n = C if saved.dim() >= 2 and saved.shape[1] == C else size  # the whole allocation, or the filled part
+            if tuple(saved.shape) != (store.shape[0], n, *store.shape[2:]) or saved.dtype != store.dtype:
+                raise ValueError(f"replay.storage.{key} has shape {list(saved.shape)} "
+                                 f"({str(saved.dtype).removeprefix('torch.')}) in the checkpoint, expected "
+                                 f"{[store.shape[0], size, *store.shape[2:]]} ({str(store.dtype).removeprefix('torch.')})")
+            store[:, :n].copy_(saved)
         if self.writer is not None:
             self.writer.load_state_dict(state["nstep"])
-        self.pos, self.size = int(state["pos"]), int(state["size"])
+        self.pos, self.size = pos, size
