@@ -78,7 +78,7 @@ def test_cli_reports_one_line_and_lists_choices(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "rlzoo: error: lr must be > 0, got -1.0"
-    unknown = subprocess.run([sys.executable, "-m", "rlzoo", "agent=rainbow", f"hydra.run.dir={tmp_path}/u"],
+    unknown = subprocess.run([sys.executable, "-m", "rlzoo", "agent=rainbowz", f"hydra.run.dir={tmp_path}/u"],
                              capture_output=True, text=True)
     assert unknown.returncode != 0
     assert "Traceback" not in unknown.stderr
@@ -86,14 +86,16 @@ def test_cli_reports_one_line_and_lists_choices(tmp_path):
         assert choice in unknown.stderr
 
 
-GROUP_OPTIONS = sorted(f"{p.parent.name}={p.stem}" for p in Path(CONF_DIR).glob("*/*.yaml") if p.parent.name != "experiment")
+# groups outside conf/config.yaml's defaults are added with "+" (the ablation group comes with agent=rainbow)
+GROUP_OPTIONS = sorted(f"{p.parent.name}={p.stem}" if p.parent.name != "ablation" else f"agent=rainbow +ablation={p.stem}"
+                       for p in Path(CONF_DIR).glob("*/*.yaml") if p.parent.name != "experiment")
 EXPERIMENTS = sorted(f"+experiment={p.stem}" for p in Path(CONF_DIR).glob("experiment/*.yaml"))
 
 
 @pytest.mark.parametrize("option", GROUP_OPTIONS + EXPERIMENTS)
 def test_every_group_option_composes_with_the_schema(cfg_factory, option):
     """Each option and experiment fits the schema: every top-level value set, of its type, and valid."""
-    cfg = cfg_factory(option, *(["env.id=Acrobot-v1"] if option == "env=gym" else []))
+    cfg = cfg_factory(*option.split(), *(["env.id=Acrobot-v1"] if option == "env=gym" else []))
     assert OmegaConf.get_type(cfg) is RunConfig
     assert not OmegaConf.missing_keys(cfg)
     for key, (kind, nullable) in SETTINGS.items():
