@@ -34,6 +34,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,8 +287,35 @@ def tune_agent(agent: str, s: Settings, overrides: list[str], space: dict, out: 
         log.info("%s trial %d: objective %.2f with %s", agent, trial.number, value, " ".join(as_overrides(params)))
         return value
 
-    while (left := s.trials - sum(_counted(t) for t in study.get_trials(deepcopy=False))) > 0:
-        study.optimize(objective, n_trials=left, n_jobs=s.jobs, catch=(RuntimeError, OSError, ValueError))
+    # Parallel trials by ask/tell with one lock around asking: Optuna's own n_jobs threads can pop the same
+    # enqueued (WAITING) trial from the SQLite storage twice, and two rlzoo runs then meet in one trial directory.
+    lock, running, stop = threading.Lock(), [0], []
+
+    def worker() -> None:
+        while not stop:
+            with lock:
+                if s.trials - sum(_counted(t) for t in study.get_trials(deepcopy=False)) - running[0] <= 0:
+                    return
+                trial = study.ask()
+                running[0] += 1
+            try:
+                value, state = objective(trial), optuna.trial.TrialState.COMPLETE
+            except (RuntimeError, OSError, ValueError):
+                value, state = None, optuna.trial.TrialState.FAIL
+            except BaseException as e:  # Interrupted, Ctrl-C: the trial is not counted, the tuner stops
+                stop.append(e)
+                value, state = None, optuna.trial.TrialState.FAIL
+            with lock:
+                study.tell(trial, value, state=state)
+                running[0] -= 1
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, s.jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if stop:
+        raise stop[0]
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         raise ConfigError(f"every trial of {agent} failed (their output is in {out}/trials/{agent}/*.log): fix the "
                           "cause, then run the command again with a larger trials=")
