@@ -72,6 +72,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                 "double_overestimation_minatar"), note="its full-DQN runs are the DQN of the overestimation claim"),
     Experiment("overestimation_minatar", "overestimation_minatar", ("double_overestimation_minatar",),
                overrides=("agent=double_dqn",), note="Double DQN only: DQN comes from minatar_ablation"),
+    Experiment("rainbow_ablation_cartpole", "rainbow_ablation_cartpole", ("rainbow_ablation_cartpole",)),
+    Experiment("rainbow_ablation_minatar", "rainbow_ablation_minatar", ("rainbow_ablation_minatar",),
+               note="the longest sweep: 7 populations of Rainbow on MinAtar"),
 )
 
 

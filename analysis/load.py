@@ -278,6 +278,29 @@ def _shown(key: str, value: str | None) -> str:
     return f"{key}={value}"
 
 
+def _named_choices(dirs: list[str], keys: list[str], identities: dict[str, dict[str, str]],
+                   overrides: dict[str, dict[str, str]]) -> dict[str, str]:
+    """``{key: group}`` for the label keys that a config-group choice on the command line explains: a group
+    override (``+ablation=no_noisy``, ``replay/sampler=uniform``: a key that is not itself a configuration key)
+    that every run of ``dirs`` sets, whose value determines the key's value across these runs, and the key set by
+    no run's own override. Such a run is labelled by its choice (``ablation=no_noisy``) instead of every key the
+    choice changed."""
+    groups = {g for d in dirs for g in overrides[d]
+              if g not in ("agent", "env", "experiment") and g not in identities[d]
+              and not any(k == g or k.startswith(g + ".") for k in identities[d])}
+    groups = sorted(g for g in groups if all(g in overrides[d] for d in dirs))
+    named: dict[str, str] = {}
+    for k in keys:
+        if any(_touches(o, k) for d in dirs for o in overrides[d] if o not in ("agent", "env", "experiment")):
+            continue
+        for g in groups:
+            seen: dict[str, str | None] = {}
+            if all(seen.setdefault(overrides[d][g], identities[d].get(k)) == identities[d].get(k) for d in dirs):
+                named[k] = g
+                break
+    return named
+
+
 def add_labels(df: pd.DataFrame, identities: dict[str, dict[str, str]], overrides: dict[str, dict[str, str]],
                label_keys: Sequence[str] | None = None) -> pd.DataFrame:
     """Add a ``label`` column: the agent name plus the configuration that tells runs of one agent apart.
@@ -320,10 +343,13 @@ def add_labels(df: pd.DataFrame, identities: dict[str, dict[str, str]], override
                                                                            if o not in ("agent", "env"))}
                 if len(untouched) == 1:
                     reference[k] = untouched.pop()
+            named = _named_choices(dirs, keys_sorted, identities, overrides)
             for d in dirs:
                 parts = [_shown(k, identities[d].get(k)) for k in keys_sorted
                          if (k not in reference or identities[d].get(k) != reference[k])
-                         and identities[d].get(k) is not None]
+                         and identities[d].get(k) is not None and k not in named]
+                choices = [f"{g}={overrides[d][g]}" for g in sorted(named.values()) if g in overrides[d]]
+                parts = sorted(set(choices)) + parts
                 labels[d] = f"{agent} [{', '.join(parts)}]" if parts else agent
     df["label"] = df["run_dir"].map(labels)
     return df

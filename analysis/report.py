@@ -52,7 +52,7 @@ from analysis.load import (ENV_PREFIX, RunWarning, add_labels, find_run_dirs, lo
 from analysis.stats import difference_ci, mean_ci  # noqa: E402
 from analysis.summary import LAST_EVALS, ROUGH_BELOW, final_scores, fmt_ci, overestimation_gaps  # noqa: E402
 
-PLUGINS = ("analysis.maxbias", "analysis.corridor", "analysis.minatar")
+PLUGINS = ("analysis.maxbias", "analysis.corridor", "analysis.minatar", "analysis.rainbow")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "no runs given")
 
 
