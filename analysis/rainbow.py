@@ -120,14 +120,10 @@ class RainbowAblation(Claim):
 
     def strata(self, runs: Runs) -> list[dict]:
         """``[{"env", "full": [dirs], "minus": {component: [dirs]}}]``: matched full and minus-one runs."""
-        df = runs.returns
-        if df.empty:
-            return []
         groups: dict[tuple, dict] = {}
-        for run_dir, agent, env in df[["run_dir", "agent", "env"]].drop_duplicates().itertuples(index=False):
-            if agent != "rainbow" or not self.envs(env):
+        for run_dir, agent, env, ident in runs.on(self.envs):
+            if agent != "rainbow":
                 continue
-            ident = runs.identity(run_dir)
             off = components_off(ident)
             if len(off) > 1:
                 continue

@@ -80,6 +80,15 @@ class Runs:
             self._identity[run_dir] = run_identity(Path(run_dir))[0]
         return self._identity[run_dir]
 
+    def on(self, envs: Callable[[str], bool]):
+        """``(run_dir, agent, env, identity)`` for each run whose environment satisfies ``envs``."""
+        df = self.returns
+        if df.empty:
+            return
+        for run_dir, agent, env in df[["run_dir", "agent", "env"]].drop_duplicates().itertuples(index=False):
+            if envs(env):
+                yield run_dir, agent, env, self.identity(run_dir)
+
 
 def relabel(df: pd.DataFrame, runs: Runs) -> pd.DataFrame:
     """Labels relative to these rows' runs only (what tells *them* apart), so a claim's figure stays legible
@@ -237,14 +246,8 @@ class Comparison(Claim):
 
     def strata(self, runs: Runs) -> list[dict]:
         """Matched groups: ``[{"env", "signature", "baseline": [run dirs], "treatment": [run dirs]}]``."""
-        df = runs.returns
-        if df.empty:
-            return []
         groups: dict[tuple, dict] = {}
-        for run_dir, agent, env in df[["run_dir", "agent", "env"]].drop_duplicates().itertuples(index=False):
-            if not self.envs(env):
-                continue
-            ident = runs.identity(run_dir)
+        for run_dir, agent, env, ident in runs.on(self.envs):
             for side, arm in (("baseline", self.baseline), ("treatment", self.treatment)):
                 if arm.holds(agent, ident):
                     g = groups.setdefault((env, self.signature(ident)), {"env": env, "baseline": [], "treatment": []})
@@ -254,16 +257,11 @@ class Comparison(Claim):
     def unmatched(self, runs: Runs) -> str | None:
         """When both arms have runs on one environment but no stratum pairs them: the keys in which the closest
         pair differs (what to align), else None."""
-        df = runs.returns
-        if df.empty:
-            return None
         sides: dict[str, dict[str, list]] = {}
-        for run_dir, agent, env in df[["run_dir", "agent", "env"]].drop_duplicates().itertuples(index=False):
-            if self.envs(env):
-                ident = runs.identity(run_dir)
-                for side, arm in (("baseline", self.baseline), ("treatment", self.treatment)):
-                    if arm.holds(agent, ident):
-                        sides.setdefault(env, {"baseline": [], "treatment": []})[side].append(dict(self.signature(ident)))
+        for run_dir, agent, env, ident in runs.on(self.envs):
+            for side, arm in (("baseline", self.baseline), ("treatment", self.treatment)):
+                if arm.holds(agent, ident):
+                    sides.setdefault(env, {"baseline": [], "treatment": []})[side].append(dict(self.signature(ident)))
         best = None
         for env, s in sorted(sides.items()):
             for a in s["baseline"]:
