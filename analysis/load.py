@@ -22,6 +22,8 @@ Every loaded row gets these columns besides the CSV's own:
 
 from __future__ import annotations
 
+import functools
+
 import glob
 import io
 import os
@@ -278,6 +280,16 @@ def _shown(key: str, value: str | None) -> str:
     return f"{key}={value}"
 
 
+# The config groups (directories of ``conf/``, e.g. ``ablation``, ``replay/sampler``): an override of one of these
+# picks a config file; any other override sets a value (``progress=false`` is not a choice that names a variant).
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@functools.lru_cache(maxsize=None)
+def _is_group(key: str) -> bool:
+    return key not in NON_LABEL_KEYS and (CONF_DIR / key).is_dir()
+
+
 def _named_choices(dirs: list[str], keys: list[str], identities: dict[str, dict[str, str]],
                    overrides: dict[str, dict[str, str]]) -> dict[str, str]:
     """``{key: group}`` for the label keys that a config-group choice on the command line explains: a group
@@ -286,7 +298,7 @@ def _named_choices(dirs: list[str], keys: list[str], identities: dict[str, dict[
     no run's own override. Such a run is labelled by its choice (``ablation=no_noisy``) instead of every key the
     choice changed."""
     groups = {g for d in dirs for g in overrides[d]
-              if g not in ("agent", "env", "experiment") and g not in identities[d]
+              if _is_group(g) and g not in ("agent", "env", "experiment") and g not in identities[d]
               and not any(k == g or k.startswith(g + ".") for k in identities[d])}
     groups = sorted(g for g in groups if all(g in overrides[d] for d in dirs))
     named: dict[str, str] = {}

@@ -23,13 +23,17 @@ OFF = {"no_double": {"agent.double": False}, "no_dueling": {"agent.dueling": Fal
        "no_multistep": {"n_step": 1}, "no_prioritized": {"replay.sampler._target_": "rlzoo.replay.UniformSampler"}}
 
 
-def rainbow_run(run_dir: Path, scores, ablation: str, env: str = "CartPole-v1", extra: dict | None = None) -> Path:
+def rainbow_run(run_dir: Path, scores, ablation: str, env: str = "CartPole-v1", extra: dict | None = None,
+                overrides=()) -> Path:
     config = {**FULL, **OFF.get(ablation, {}), **(extra or {})}
     config = {k: v for k, v in config.items() if v is not None}
-    population(run_dir, scores, agent="rainbow", overrides=[f"+ablation={ablation}"], env=env, config=config)
-    # a group choice is not a key of the resolved configuration (the synthetic writer applies every override)
+    population(run_dir, scores, agent="rainbow", overrides=[f"+ablation={ablation}", *overrides], env=env,
+               config=config)
+    # a group choice is not a key of the resolved configuration (the synthetic writer applies every override);
+    # neither is an execution key such as `progress`
     cfg = run_dir / ".hydra/config.yaml"
-    cfg.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(cfg.read_text()).items() if k != "ablation"}))
+    cfg.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(cfg.read_text()).items()
+                                   if k not in ("ablation", "progress")}))
     return run_dir
 
 
@@ -99,3 +103,12 @@ def test_runs_told_apart_by_a_group_choice_are_labelled_by_it(tmp_path):
     assert labels[str(tmp_path / "no_noisy_lr")] == "rainbow [ablation=no_noisy, lr=0.5]"
     assert labels[str(tmp_path / "no_noisy")] == "rainbow [ablation=no_noisy, lr=0.001]"
     assert labels[str(tmp_path / "none")] == "rainbow [ablation=none, lr=0.001]"
+
+
+def test_an_execution_key_on_the_command_line_is_not_a_choice(tmp_path):
+    """`progress=False` in one run and `progress=false` in another are no config-group choice, even where their
+    values line up with a key that differs: the label shows the key."""
+    population(tmp_path / "a", [1.0, 2.0], overrides=["progress=False"])
+    population(tmp_path / "b", [1.0, 2.0], overrides=["progress=false"], config={"lr": 0.5})
+    labels = dict(load_returns([tmp_path]).drop_duplicates("run_dir")[["run_dir", "label"]].itertuples(index=False))
+    assert labels == {str(tmp_path / "a"): "dqn [lr=0.001]", str(tmp_path / "b"): "dqn [lr=0.5]"}
