@@ -23,7 +23,6 @@ Every loaded row gets these columns besides the CSV's own:
 from __future__ import annotations
 
 import functools
-
 import glob
 import io
 import os
@@ -298,8 +297,7 @@ def _named_choices(dirs: list[str], keys: list[str], identities: dict[str, dict[
     no run's own override. Such a run is labelled by its choice (``ablation=no_noisy``) instead of every key the
     choice changed."""
     groups = {g for d in dirs for g in overrides[d]
-              if _is_group(g) and g not in ("agent", "env", "experiment") and g not in identities[d]
-              and not any(k == g or k.startswith(g + ".") for k in identities[d])}
+              if _is_group(g) and g != "experiment" and not any(k == g or k.startswith(g + ".") for k in identities[d])}
     groups = sorted(g for g in groups if all(g in overrides[d] for d in dirs))
     named: dict[str, str] = {}
     for k in keys:

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 from analysis.common import palette, save_figure  # noqa: E402
 from analysis.report import Claim, Effect, Evidence, Runs, curves_figure, final_return, is_minatar, number, \
     short_path, verdict  # noqa: E402
-from analysis.stats import mean_ci  # noqa: E402
+from analysis.stats import difference_ci, mean_ci  # noqa: E402
 from analysis.summary import LAST_EVALS, ROUGH_BELOW, fmt_ci  # noqa: E402
 
 
@@ -141,13 +141,14 @@ class RainbowAblation(Claim):
         notes, effects, used = [], [], []
         full_scores, minus_scores = [], []
         rows = []
-        for i, s in enumerate(strata, 1):
-            def scores_of(dirs):
-                d = df[df["run_dir"].isin(dirs)]
-                used.append(d.assign(label=_variant(components_off(runs.identity(dirs[0])))))
-                v = final_return(d)["score"].to_numpy(dtype=float)
-                return v[np.isfinite(v)]
 
+        def scores_of(dirs):
+            d = df[df["run_dir"].isin(dirs)]
+            used.append(d.assign(label=_variant(components_off(runs.identity(dirs[0])))))
+            v = final_return(d)["score"].to_numpy(dtype=float)
+            return v[np.isfinite(v)]
+
+        for i, s in enumerate(strata, 1):
             full = scores_of(s["full"])
             rough = " *" if len(full) < ROUGH_BELOW else ""
             rows.append(f"| {i} | {s['env']} | Rainbow | {', '.join(f'`{short_path(r)}`' for r in sorted(s['full']))} "
@@ -173,7 +174,6 @@ class RainbowAblation(Claim):
         if len(strata) == 1:
             est, lo, hi = ablation_bootstrap(full_scores[0], minus_scores)
         else:  # several testbeds or settings: each difference resampled on its own
-            from analysis.stats import difference_ci
             est, lo, hi = difference_ci(full_scores, minus_scores)
         enough = all(len(f) >= 2 for f in full_scores) and all(len(m) >= 2 for m in minus_scores)
         effect = Effect(est, lo, hi, +1, f"final return: Rainbow minus the variant, averaged over the "
