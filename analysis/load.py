@@ -292,8 +292,8 @@ def _is_group(key: str) -> bool:
 def _named_choices(dirs: list[str], keys: list[str], identities: dict[str, dict[str, str]],
                    overrides: dict[str, dict[str, str]]) -> dict[str, str]:
     """``{key: group}`` for the label keys that a config-group choice on the command line explains: a group
-    override (``+ablation=no_noisy``, ``replay/sampler=uniform``: a key that is not itself a configuration key)
-    that every run of ``dirs`` sets, whose value determines the key's value across these runs, and the key set by
+    override (``+ablation=no_noisy``, ``replay/sampler=uniform``: a directory of ``conf/`` whose keys are not in the
+    resolved configuration under its own name) that every run of ``dirs`` sets, whose value determines the key's value across these runs, and the key set by
     no run's own override. Such a run is labelled by its choice (``ablation=no_noisy``) instead of every key the
     choice changed."""
     groups = {g for d in dirs for g in overrides[d]
@@ -358,8 +358,7 @@ def add_labels(df: pd.DataFrame, identities: dict[str, dict[str, str]], override
                 parts = [_shown(k, identities[d].get(k)) for k in keys_sorted
                          if (k not in reference or identities[d].get(k) != reference[k])
                          and identities[d].get(k) is not None and k not in named]
-                choices = [f"{g}={overrides[d][g]}" for g in sorted(named.values()) if g in overrides[d]]
-                parts = sorted(set(choices)) + parts
+                parts = sorted({f"{g}={overrides[d][g]}" for g in named.values()}) + parts
                 labels[d] = f"{agent} [{', '.join(parts)}]" if parts else agent
     df["label"] = df["run_dir"].map(labels)
     return df

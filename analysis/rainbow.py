@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.common import palette, save_figure  # noqa: E402
 from analysis.report import Claim, Effect, Evidence, Runs, curves_figure, final_return, is_minatar, number, \
-    short_path, verdict  # noqa: E402
+    short_path, signature_without, verdict  # noqa: E402
 from analysis.stats import difference_ci, mean_ci  # noqa: E402
 from analysis.summary import LAST_EVALS, ROUGH_BELOW, fmt_ci  # noqa: E402
 
@@ -66,11 +66,6 @@ HESSEL = ("Hessel et al. 2018, Rainbow: Combining Improvements in Deep Reinforce
 def components_off(identity: dict[str, str]) -> tuple[str, ...]:
     """The Rainbow components that a run's resolved configuration turns off."""
     return tuple(name for name, _, is_off in COMPONENTS if is_off(identity))
-
-
-def _signature(identity: dict[str, str]) -> tuple:
-    return tuple(sorted((k, v) for k, v in identity.items()
-                        if not any(k == d or k.startswith(d + ".") for d in DIFFER)))
 
 
 def _variant(off: tuple[str, ...]) -> str:
@@ -126,7 +121,7 @@ class RainbowAblation(Claim):
             off = components_off(ident)
             if len(off) > 1:
                 continue
-            g = groups.setdefault((env, _signature(ident)), {"env": env, "full": [], "minus": {}})
+            g = groups.setdefault((env, signature_without(ident, DIFFER)), {"env": env, "full": [], "minus": {}})
             if off:
                 g["minus"].setdefault(off[0], []).append(run_dir)
             else:

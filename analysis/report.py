@@ -105,6 +105,12 @@ def short_path(run_dir: str | Path, parts: int = 2) -> str:
     return "/".join(names)
 
 
+def signature_without(identity: dict[str, str], differ: Sequence[str]) -> tuple:
+    """The settings that must agree within a stratum: every ``(key, value)`` of ``identity`` except the keys in
+    ``differ`` and below them (``"replay"`` leaves out ``replay.sampler._target_`` too), sorted."""
+    return tuple(sorted((k, v) for k, v in identity.items() if not any(k == d or k.startswith(d + ".") for d in differ)))
+
+
 def number(identity: dict[str, str], key: str) -> float | None:
     """A numeric configuration value, or None when absent or not a number."""
     try:
@@ -238,11 +244,9 @@ class Comparison(Claim):
     contrast: tuple[str, str] | None = None
 
     def signature(self, identity: dict[str, str]) -> tuple:
-        if self.match is not None:
-            keys = [k for k in identity if k in self.match or k.startswith(ENV_PREFIX)]
-        else:
-            keys = [k for k in identity if not any(k == d or k.startswith(d + ".") for d in self.differ)]
-        return tuple(sorted((k, identity[k]) for k in keys))
+        if self.match is None:
+            return signature_without(identity, self.differ)
+        return tuple(sorted((k, v) for k, v in identity.items() if k in self.match or k.startswith(ENV_PREFIX)))
 
     def strata(self, runs: Runs) -> list[dict]:
         """Matched groups: ``[{"env", "signature", "baseline": [run dirs], "treatment": [run dirs]}]``."""
